@@ -1,0 +1,156 @@
+/**
+ * Splits a backend byte stream into whole messages (`Byte1 code, Int32 length, body`).
+ *
+ * Pull model: `push(chunk)` hands over bytes, `next()` returns one whole message or undefined when
+ * more bytes are needed. The framer never reads ahead of what the caller pulls, so a caller that
+ * stops pulling (and pauses its socket) bounds memory to the chunks already pushed plus at most one
+ * partially assembled message.
+ *
+ * Memory and aliasing: a body that lies wholly inside one pushed chunk is returned as a
+ * `subarray` of that chunk (zero copy); a body that spans chunks is copied into a fresh Buffer
+ * allocated once, when its length header is seen. The framer never writes into a chunk it was given
+ * and never reuses a buffer it handed out, so a body stays valid for as long as the caller keeps it
+ * (unlike pg-protocol's Parser, which may overwrite earlier CopyData chunks). The caller must not
+ * mutate pushed chunks. Keeping a small body alive also keeps its whole chunk alive; copy tiny
+ * bodies you keep for long.
+ *
+ * The declared length is checked against `maxMessageBytes` as soon as the 5-byte header is
+ * complete, before any body byte is buffered.
+ */
+import { ProtocolError } from '../errors';
+import { backendCodeName } from './message-codes';
+
+/** One whole backend message. `body` excludes the code byte and the length word. */
+export interface BackendMessage {
+  code: number;
+  body: Buffer;
+}
+
+/** Default maximum body length accepted by the framer: 64 MiB. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+export interface MessageFramerOptions {
+  /** Largest message body accepted; longer → ProtocolError PROTOCOL_MESSAGE_TOO_LONG. @default 64 MiB */
+  maxMessageBytes?: number;
+}
+
+export class MessageFramer {
+  readonly maxMessageBytes: number;
+  /** Pushed chunks not yet consumed; `chunkOffset` is the read position in chunks[0]. */
+  private readonly chunks: Buffer[] = [];
+  private chunkOffset = 0;
+  private queuedBytes = 0;
+  /** Header bytes collected across chunk boundaries. */
+  private readonly header = Buffer.alloc(5);
+  private headerFilled = 0;
+  /** A message whose body spans chunks, being assembled. */
+  private partial: { code: number; body: Buffer; filled: number } | undefined;
+  private failed: ProtocolError | undefined;
+
+  constructor(options: MessageFramerOptions = {}) {
+    const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    if (!Number.isInteger(max) || max < 1 || max > 0x7fffffff - 4) {
+      // A framing bound, not user input validation: a programming error of the caller.
+      throw new ProtocolError('PROTOCOL_MESSAGE_TOO_LONG', `invalid maxMessageBytes ${max}`);
+    }
+    this.maxMessageBytes = max;
+  }
+
+  /** Hands over bytes read from the socket. The framer keeps a reference; do not mutate the chunk. */
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.queuedBytes += chunk.length;
+  }
+
+  /** Bytes pushed but not yet returned in a message (including a partially assembled one). */
+  get bufferedBytes(): number {
+    return this.queuedBytes - this.chunkOffset + this.headerFilled + (this.partial?.filled ?? 0);
+  }
+
+  /** True when a message has started but is not complete: a stream ending now was cut mid-message. */
+  get midMessage(): boolean {
+    return this.headerFilled > 0 || this.partial !== undefined;
+  }
+
+  /**
+   * Returns the next whole message, or undefined when more bytes are needed.
+   * Throws ProtocolError (PROTOCOL_MESSAGE_TOO_LONG, PROTOCOL_MALFORMED_MESSAGE); after that every call throws the same error.
+   */
+  next(): BackendMessage | undefined {
+    if (this.failed) throw this.failed;
+    for (;;) {
+      const chunk = this.chunks[0];
+      if (this.partial) {
+        if (!chunk) return undefined;
+        const p = this.partial;
+        const take = Math.min(p.body.length - p.filled, chunk.length - this.chunkOffset);
+        chunk.copy(p.body, p.filled, this.chunkOffset, this.chunkOffset + take);
+        p.filled += take;
+        this.advance(take);
+        if (p.filled === p.body.length) {
+          this.partial = undefined;
+          return { code: p.code, body: p.body };
+        }
+        continue;
+      }
+      if (!chunk) return undefined;
+      const avail = chunk.length - this.chunkOffset;
+      if (this.headerFilled === 0 && avail >= 5) {
+        // Fast path: header in the current chunk.
+        const code = chunk[this.chunkOffset]!;
+        const bodyLen = this.checkLength(code, chunk.readInt32BE(this.chunkOffset + 1));
+        if (avail >= 5 + bodyLen) {
+          const start = this.chunkOffset + 5;
+          const body = chunk.subarray(start, start + bodyLen);
+          this.advance(5 + bodyLen);
+          return { code, body };
+        }
+        this.advance(5);
+        this.partial = { code, body: Buffer.allocUnsafe(bodyLen), filled: 0 };
+        continue;
+      }
+      // Slow path: header split across chunks.
+      const take = Math.min(5 - this.headerFilled, avail);
+      chunk.copy(this.header, this.headerFilled, this.chunkOffset, this.chunkOffset + take);
+      this.headerFilled += take;
+      this.advance(take);
+      if (this.headerFilled < 5) continue;
+      this.headerFilled = 0;
+      const code = this.header[0]!;
+      const bodyLen = this.checkLength(code, this.header.readInt32BE(1));
+      if (bodyLen === 0) return { code, body: Buffer.alloc(0) };
+      this.partial = { code, body: Buffer.allocUnsafe(bodyLen), filled: 0 };
+    }
+  }
+
+  private checkLength(code: number, length: number): number {
+    if (length < 4) {
+      this.failed = new ProtocolError(
+        'PROTOCOL_MALFORMED_MESSAGE',
+        `malformed ${backendCodeName(code)} message: length word ${length} is less than 4`,
+      );
+      throw this.failed;
+    }
+    const bodyLen = length - 4;
+    if (bodyLen > this.maxMessageBytes) {
+      this.failed = new ProtocolError(
+        'PROTOCOL_MESSAGE_TOO_LONG',
+        `${backendCodeName(code)} message of ${bodyLen} bytes exceeds the maximum of ${this.maxMessageBytes} bytes`,
+        { hint: 'raise maxMessageBytes if the server legitimately sends messages this large' },
+      );
+      throw this.failed;
+    }
+    return bodyLen;
+  }
+
+  private advance(n: number): void {
+    this.chunkOffset += n;
+    const chunk = this.chunks[0]!;
+    if (this.chunkOffset === chunk.length) {
+      this.chunks.shift();
+      this.queuedBytes -= chunk.length;
+      this.chunkOffset = 0;
+    }
+  }
+}
