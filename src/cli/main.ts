@@ -1,14 +1,23 @@
 /**
  * The pgark command-line interface: a thin layer over the public API (it imports only from ../index).
+ * Each command lives in ./commands/<name>.ts and registers itself on the program.
  */
-const usage = `usage: pgark <command> [options]
+import { Command } from 'commander';
+import { EXIT_USAGE } from './output';
+import { COMMANDS } from './commands';
 
-commands (growing with each release):
-  backup         take a base backup into a repository
-  restore        restore a backup from a repository
-  wal-archive    archive WAL continuously through a replication slot
-  archive-push   archive_command: push one WAL file
-  archive-fetch  restore_command: fetch one WAL file
-`;
-process.stdout.write(usage);
-process.exitCode = process.argv.length > 2 && process.argv[2] !== '--help' ? 2 : 0;
+const program = new Command('pgark')
+  .description('PostgreSQL backup, WAL archiving and restore over the replication protocol')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .exitOverride((err) => {
+    // commander's own usage errors exit 2 like PostgreSQL's tools; --help/--version exit 0.
+    process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+  });
+
+for (const register of COMMANDS) register(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`pgark: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

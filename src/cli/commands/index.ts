@@ -1,0 +1,6 @@
+/** Every CLI command, in the order `pgark --help` lists them. Add a command's register function here. */
+import type { Command } from 'commander';
+
+export type RegisterCommand = (program: Command) => void;
+
+export const COMMANDS: RegisterCommand[] = [];
