@@ -89,6 +89,7 @@ export const ERROR_CODES = {
   INTEGRITY_WAL_INVALID: { kind: 'IntegrityError', description: 'a WAL segment\'s page headers do not match its name, size or cluster' },
   INTEGRITY_REPOSITORY_FORMAT: { kind: 'IntegrityError', description: 'the repository\'s format version is missing, unknown or newer than this pgark' },
   INTEGRITY_SYSTEM_ID_MISMATCH: { kind: 'IntegrityError', description: 'the repository (stanza) belongs to a different cluster' },
+  INTEGRITY_ARCHIVE_INVALID: { kind: 'IntegrityError', description: 'a tar archive or its compressed stream is malformed (bad header checksum, truncated member, corrupt compressed data)' },
 
   // RestoreError: a restore cannot proceed as asked.
   RESTORE_TARGET_NOT_EMPTY: { kind: 'RestoreError', description: 'the target directory is not empty' },
