@@ -65,9 +65,13 @@ export function resolveServerUser(options: ResolveServerUserOptions = {}): Serve
   }
   const name = options.name ?? DEFAULT_SERVER_USER;
   if (!VALID_USER_NAME.test(name) || name === 'root') {
-    throw new RestoreError('RESTORE_SERVER_FAILED', `invalid os user name for the server: ${JSON.stringify(name)}`, {
-      hint: 'use an unprivileged user name such as pgark or postgres',
-    });
+    throw new RestoreError(
+      'RESTORE_SERVER_FAILED',
+      `invalid os user name for the server: ${JSON.stringify(name)}`,
+      {
+        hint: 'use an unprivileged user name such as pgark or postgres',
+      },
+    );
   }
   const existing = lookupUser(name);
   if (existing) return existing;
@@ -78,7 +82,16 @@ export function resolveServerUser(options: ResolveServerUserOptions = {}): Serve
   }
   const r = spawnSync(
     'useradd',
-    ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name],
+    [
+      '--system',
+      '--user-group',
+      '--no-create-home',
+      '--home-dir',
+      '/nonexistent',
+      '--shell',
+      '/usr/sbin/nologin',
+      name,
+    ],
     { encoding: 'utf8' },
   );
   // Another process may have created it at the same moment (useradd exits 9): look again either way.

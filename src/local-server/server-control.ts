@@ -126,7 +126,10 @@ export function buildServerOptions(settings: Record<string, string | number | bo
       throw new RestoreError('RESTORE_SERVER_FAILED', `invalid server setting name ${JSON.stringify(name)}`);
     }
     if (/[\0\n\r]/.test(value)) {
-      throw new RestoreError('RESTORE_SERVER_FAILED', `server setting ${name} has a value with a control character`);
+      throw new RestoreError(
+        'RESTORE_SERVER_FAILED',
+        `server setting ${name} has a value with a control character`,
+      );
     }
     parts.push(`-c ${shellQuote(`${name}=${value}`)}`);
   }
@@ -159,8 +162,19 @@ export interface InitClusterOptions {
 }
 
 /** Builds the initdb argument list (pure). */
-export function initdbArgs(o: Omit<InitClusterOptions, 'binaries' | 'user' | 'timeoutMs'>, major: number): string[] {
-  const args = ['-D', o.dataDir, '-U', o.superuser ?? 'postgres', '-E', o.encoding ?? 'UTF8', `--locale=${o.locale ?? 'C'}`];
+export function initdbArgs(
+  o: Omit<InitClusterOptions, 'binaries' | 'user' | 'timeoutMs'>,
+  major: number,
+): string[] {
+  const args = [
+    '-D',
+    o.dataDir,
+    '-U',
+    o.superuser ?? 'postgres',
+    '-E',
+    o.encoding ?? 'UTF8',
+    `--locale=${o.locale ?? 'C'}`,
+  ];
   if (o.noSync) args.push('--no-sync');
   if (o.passwordFile) args.push(`--pwfile=${o.passwordFile}`);
   if (o.authMethod) args.push(`--auth=${o.authMethod}`);
@@ -233,9 +247,20 @@ export interface StopServerOptions {
 export async function stopServer(o: StopServerOptions): Promise<void> {
   if (!isServerRunning(o.dataDir)) return;
   const timeoutMs = o.timeoutMs ?? 120_000;
-  const args = ['-D', o.dataDir, '-m', o.mode ?? 'fast', '-w', '-t', String(Math.ceil(timeoutMs / 1000)), '-s', 'stop'];
+  const args = [
+    '-D',
+    o.dataDir,
+    '-m',
+    o.mode ?? 'fast',
+    '-w',
+    '-t',
+    String(Math.ceil(timeoutMs / 1000)),
+    '-s',
+    'stop',
+  ];
   const r = await runAsUser(o.binaries.pgCtl, args, o.user, { timeoutMs: timeoutMs + 10_000 });
-  if (r.code !== 0 && isServerRunning(o.dataDir)) throw failure(`server in ${o.dataDir} failed to stop`, r, o.logFile);
+  if (r.code !== 0 && isServerRunning(o.dataDir))
+    throw failure(`server in ${o.dataDir} failed to stop`, r, o.logFile);
 }
 
 /** pg_ctl promote (-w: waits until the server has left recovery). @throws RestoreError `RESTORE_SERVER_FAILED` */
@@ -248,7 +273,15 @@ export async function promote(o: {
   timeoutMs?: number;
 }): Promise<void> {
   const timeoutMs = o.timeoutMs ?? 120_000;
-  const args = ['-D', o.dataDir, o.wait === false ? '-W' : '-w', '-t', String(Math.ceil(timeoutMs / 1000)), '-s', 'promote'];
+  const args = [
+    '-D',
+    o.dataDir,
+    o.wait === false ? '-W' : '-w',
+    '-t',
+    String(Math.ceil(timeoutMs / 1000)),
+    '-s',
+    'promote',
+  ];
   const r = await runAsUser(o.binaries.pgCtl, args, o.user, { timeoutMs: timeoutMs + 10_000 });
   if (r.code !== 0) throw failure(`promotion of the server in ${o.dataDir} failed`, r, o.logFile);
 }

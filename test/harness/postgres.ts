@@ -120,7 +120,9 @@ function binariesFor(major: Major, flavor: 'embedded' | 'debian'): ServerBinarie
   } else {
     const binDir = join(REPO_ROOT, 'node_modules', `pg${major}`, 'native', 'bin');
     if (!existsSync(join(binDir, 'postgres'))) {
-      throw new Error(`embedded postgresql ${major} is missing (${binDir}/postgres): run \`npm ci\` in ${REPO_ROOT}`);
+      throw new Error(
+        `embedded postgresql ${major} is missing (${binDir}/postgres): run \`npm ci\` in ${REPO_ROOT}`,
+      );
     }
     // findServerBinaries re-creates the package's lib symlinks when `postgres -V` fails for want of them.
     b = findServerBinaries({ major, binDir, strict: true, searchRoots: [REPO_ROOT] });
@@ -197,7 +199,7 @@ let sweptLeftovers = false;
 function sweepLeftovers(): void {
   if (sweptLeftovers) return;
   sweptLeftovers = true;
-  let entries: string[] = [];
+  let entries: string[];
   try {
     entries = readdirSync(TEST_ROOT);
   } catch {
@@ -320,7 +322,8 @@ export async function startCluster(opts: StartClusterOptions): Promise<TestClust
       await startOnce();
     } catch (e) {
       // Another process may have taken the port between freePort() and the bind: pick a new one once or twice.
-      if (!/could not (bind|create listen socket)|Address already in use/i.test(readLogTail(logFile))) throw e;
+      if (!/could not (bind|create listen socket)|Address already in use/i.test(readLogTail(logFile)))
+        throw e;
       for (let attempt = 0; ; attempt++) {
         port = await freePort();
         try {

@@ -26,7 +26,9 @@ describe('test harness: startCluster', () => {
 
         const [wal] = await c.query<{ wal_level: string }>('SHOW wal_level');
         expect(wal!.wal_level).toBe('replica');
-        const [sum] = await c.query<{ n: string }>(`SELECT count(*) AS n FROM pg_settings WHERE name = 'summarize_wal' AND setting = 'on'`);
+        const [sum] = await c.query<{ n: string }>(
+          `SELECT count(*) AS n FROM pg_settings WHERE name = 'summarize_wal' AND setting = 'on'`,
+        );
         expect(Number(sum!.n)).toBe(major >= 17 ? 1 : 0);
 
         // Physical replication connection as the replicator role, with plain pg (simple query protocol).
