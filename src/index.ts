@@ -6,3 +6,5 @@ export type { Logger, LogFields, PgarkEvent, PgarkEventType, ObserveOptions } fr
 export { noopLogger } from './observe';
 export * from './lsn';
 export type { Storage, ObjectInfo, PutOptions, PutResult, GetOptions, ListOptions, CallOptions } from './storage/storage';
+export { findServerBinaries } from './local-server/find-binaries';
+export type { ServerBinaries, FindServerBinariesOptions, BinariesSource } from './local-server/find-binaries';
