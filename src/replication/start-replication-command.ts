@@ -4,18 +4,7 @@
  */
 import { ConfigError } from '../errors';
 import { assertTimeline, formatLsn, type Lsn } from '../lsn';
-
-/** PostgreSQL's rule for slot names (slot.c ReplicationSlotValidateName): a-z, 0-9, _; 1..63 bytes. */
-const SLOT_NAME_RE = /^[a-z0-9_]{1,63}$/;
-
-/** Throws ConfigError CONFIG_INVALID_SLOT_NAME for a name the server would refuse. */
-export function assertPhysicalSlotName(name: string): void {
-  if (typeof name !== 'string' || !SLOT_NAME_RE.test(name)) {
-    throw new ConfigError('CONFIG_INVALID_SLOT_NAME', `invalid replication slot name ${JSON.stringify(name)}`, {
-      hint: 'slot names use only lower-case letters, digits and underscores, at most 63 characters',
-    });
-  }
-}
+import { quoteSlotName } from './slot-name';
 
 export interface StartReplicationCommandOptions {
   startLsn: Lsn;
@@ -34,8 +23,7 @@ export function buildStartReplicationCommand(o: StartReplicationCommandOptions):
   }
   let sql = 'START_REPLICATION';
   if (o.slot !== undefined) {
-    assertPhysicalSlotName(o.slot);
-    sql += ` SLOT "${o.slot}"`;
+    sql += ` SLOT ${quoteSlotName(o.slot)}`;
   }
   sql += ` PHYSICAL ${formatLsn(o.startLsn)} TIMELINE ${o.timeline}`;
   return sql;
