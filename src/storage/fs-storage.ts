@@ -40,6 +40,9 @@ export interface FsStorageOptions extends ObserveOptions {
 const FILE_MODE = 0o640;
 const DIR_MODE = 0o750;
 
+/** Unlinks in flight during a delete of many keys. */
+const DELETE_CONCURRENCY = 16;
+
 const TEMP_NAME_RE = /^\..*\.tmp-[0-9a-f]{16}$/;
 
 /**
@@ -441,7 +444,7 @@ class FsStorage implements Storage {
   async delete(keys: readonly string[], options: CallOptions = {}): Promise<void> {
     for (const key of keys) assertValidFsKey(key);
     const dirs = new Set<string>();
-    for (const key of keys) {
+    const deleteOne = async (key: string): Promise<void> => {
       throwIfAborted(options.signal, 'delete');
       const path = this.pathOf(key);
       try {
@@ -449,12 +452,20 @@ class FsStorage implements Storage {
         dirs.add(dirname(path));
       } catch (e) {
         const code = errnoOf(e);
-        if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return;
         // unlink of a directory: not a key, nothing to delete (S3 semantics).
-        if (code === 'EISDIR' || (code === 'EPERM' && (await isDirectory(path)))) continue;
+        if (code === 'EISDIR' || (code === 'EPERM' && (await isDirectory(path)))) return;
         throw mapFsError(e, key, 'delete');
       }
-    }
+    };
+    // A few unlinks in flight: each waits on the file system's journal, not on the CPU.
+    let next = 0;
+    const unique = [...new Set(keys)];
+    await Promise.all(
+      Array.from({ length: Math.min(DELETE_CONCURRENCY, unique.length) }, async () => {
+        while (next < unique.length) await deleteOne(unique[next++]!);
+      }),
+    );
     // Remove directories the delete emptied, deepest first, never the root. Best effort: a
     // concurrent put re-creates its directory (see put).
     const sorted = [...dirs].sort((a, b) => b.length - a.length);
