@@ -12,3 +12,9 @@ export * from './replication/index';
 export type { Storage, ObjectInfo, PutOptions, PutResult, GetOptions, ListOptions, CallOptions } from './storage/storage';
 export { findServerBinaries } from './local-server/find-binaries';
 export type { ServerBinaries, FindServerBinariesOptions, BinariesSource } from './local-server/find-binaries';
+/** The s3 storage driver (any S3-compatible store): see createS3Storage's TSDoc. */
+export { createS3Storage, S3_STORAGE_DEFAULTS } from './storage/s3-storage';
+export type { S3StorageOptions } from './storage/s3-storage';
+export type { S3Credentials } from './storage/s3-client';
+export { parseS3Location } from './storage/location';
+export type { S3Location } from './storage/location';
