@@ -36,7 +36,10 @@ export function writeCopyData(payload: Buffer): Buffer {
 
 /** Just the 5-byte CopyData header, for writing a large payload without copying it. */
 export function writeCopyDataHeader(payloadLength: number): Buffer {
-  return header(FrontendCode.CopyData, payloadLength);
+  const buf = Buffer.allocUnsafe(5);
+  buf[0] = FrontendCode.CopyData;
+  buf.writeInt32BE(4 + payloadLength, 1);
+  return buf;
 }
 
 /** CopyDone 'c'. */
