@@ -18,3 +18,11 @@ export type { S3StorageOptions } from './storage/s3-storage';
 export type { S3Credentials } from './storage/s3-client';
 export { parseS3Location } from './storage/location';
 export type { S3Location } from './storage/location';
+/** Repository locations as text (a directory or s3://bucket/prefix) and the driver for one. */
+export { openStorage, parseStorageLocation } from './storage/location';
+export type { StorageLocation, OpenStorageOptions } from './storage/location';
+/** archive_command / restore_command: see archivePush's and archiveFetch's TSDoc. */
+export { archivePush } from './archive/archive-push';
+export type { ArchivePushOptions, ArchivePushResult } from './archive/archive-push';
+export { archiveFetch, ARCHIVE_FETCH_DEFAULTS } from './archive/archive-fetch';
+export type { ArchiveFetchOptions, ArchiveFetchResult } from './archive/archive-fetch';

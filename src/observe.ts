@@ -43,6 +43,8 @@ export type PgarkEvent =
   | { type: 'wal.partial.durable'; walName: string; key: string; flushedLsn: string }
   | { type: 'wal.flush'; writtenLsn: string; flushedLsn: string }
   | { type: 'wal.history.durable'; timeline: number; key: string }
+  | { type: 'wal.archive.pushed'; walName: string; kind: 'segment' | 'partial' | 'history' | 'backup-history'; key: string; bytes: number; alreadyArchived: boolean }
+  | { type: 'wal.archive.fetched'; walName: string; found: boolean; fromSpool: boolean; key?: string; bytes?: number; prefetched: number }
   | { type: 'replication.timeline-switch'; fromTimeline: number; toTimeline: number; switchLsn: string }
   | { type: 'replication.disconnected'; code: string; message: string; retryInMs: number; attempt: number }
   | { type: 'replication.resumed'; startLsn: string; timeline: number; gapMs: number }
