@@ -135,7 +135,7 @@ export function toStorageError(err: unknown, ctx: S3ErrorContext): StorageError 
   const where = ctx.key !== undefined ? `${ctx.bucket}/${ctx.key}` : `bucket ${ctx.bucket}`;
   const answer = [status !== undefined ? `http ${status}` : 'no http answer', s3Code].filter(Boolean).join(' ');
   const message = redact(`s3 ${ctx.operation} of ${where} failed (${answer})`, ctx.secrets);
-  const causeText = redact([str(e.name), s3Code, str(e.message)].filter(Boolean).join(': '), ctx.secrets);
+  const causeText = redact([...new Set([str(e.name), s3Code]), str(e.message)].filter(Boolean).join(': '), ctx.secrets);
   const cause = new Error(causeText);
   return new StorageError(code, message, {
     key: ctx.key,
