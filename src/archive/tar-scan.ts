@@ -1,0 +1,282 @@
+/**
+ * Streaming tar reading for base-backup archives, and a streaming check of an archive against its manifest.
+ *
+ * Built on tar-stream's `extract` (mafintosh/tar-stream). What PostgreSQL writes (src/port/tar.c tarCreateHeader,
+ * src/backend/backup/basebackup.c): POSIX ustar, names <= 99 bytes, no PAX / GNU longname, sizes >= 8 GiB in the GNU
+ * base-256 form. tar-stream decodes base-256 (exact up to 2^53 bytes, far beyond any file); names are normalised
+ * here because the server writes the synthetic `./pg_wal/archive_status` (and 17+ `./pg_wal/summaries`) with a
+ * leading `./` and directories with a trailing `/`. PG13/14 send archives without the 1024-byte terminator:
+ * tar-stream accepts an input that ends at a member boundary, and `tarTerminator()` is there for writers.
+ *
+ * Backpressure: one member at a time. The next header is not parsed until the current member's body has been
+ * read to its end (tar-stream holds its write callback meanwhile, so the input is not pulled either). A body the
+ * consumer did not read is drained when the next member is asked for. Memory is bounded by stream high-water
+ * marks, never by member size.
+ */
+import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { extract as tarExtract } from 'tar-stream';
+import { AbortError, IntegrityError, PgarkError } from '../errors';
+import type { BackupManifest, ManifestFile } from '../verify/manifest';
+import { createFileChecksummer } from '../verify/manifest';
+
+export type TarMemberType = 'file' | 'directory' | 'symlink' | 'link' | 'other';
+
+export interface TarMember {
+  /** Normalised: no leading `./`, no trailing `/`. */
+  name: string;
+  /** The name exactly as in the header. */
+  rawName: string;
+  type: TarMemberType;
+  size: number;
+  mode: number;
+  mtime: Date;
+  /** Symlink / hard link target, else undefined. */
+  linkname: string | undefined;
+  /** The member's data. Read it to its end (or leave it: it is drained when the next member is requested). */
+  body: Readable;
+}
+
+/** The two 512-byte zero blocks that end a tar archive (PG13/14 do not send them). */
+export function tarTerminator(): Buffer {
+  return Buffer.alloc(1024);
+}
+
+/** `./pg_wal/archive_status/` -> `pg_wal/archive_status`. */
+export function normaliseTarName(raw: string): string {
+  let n = raw;
+  while (n.startsWith('./')) n = n.slice(2);
+  while (n.length > 1 && n.endsWith('/')) n = n.slice(0, -1);
+  return n;
+}
+
+function memberType(t: string | null | undefined): TarMemberType {
+  return t === 'file' || t === 'contiguous-file' ? 'file' : t === 'directory' || t === 'symlink' || t === 'link' ? (t as TarMemberType) : 'other';
+}
+
+function archiveInvalid(message: string, cause?: unknown): IntegrityError {
+  return new IntegrityError('INTEGRITY_ARCHIVE_INVALID', message, {
+    hint: 'the archive is truncated or damaged; for a compressed archive check that the right codec is used',
+    cause,
+  });
+}
+
+export interface ScanTarOptions {
+  signal?: AbortSignal;
+}
+
+/**
+ * Reads a tar stream member by member.
+ *
+ * Errors of the input stream itself are rethrown as they are (a PgarkError stays what it is); malformed tar
+ * (bad header checksum, a member cut short) becomes IntegrityError `INTEGRITY_ARCHIVE_INVALID`.
+ * Breaking out of the loop destroys the input.
+ *
+ * @example
+ *   for await (const m of scanTar(createReadStream('base.tar'))) {
+ *     if (m.name === 'backup_label') label = parseBackupLabel(await text(m.body));
+ *   }
+ */
+export async function* scanTar(
+  input: Readable | AsyncIterable<Uint8Array>,
+  options: ScanTarOptions = {},
+): AsyncGenerator<TarMember, void, undefined> {
+  const source = input instanceof Readable ? input : Readable.from(input, { objectMode: false });
+  const ex = tarExtract();
+  let inputError: unknown;
+  source.on('error', (e) => {
+    inputError = e;
+    ex.destroy(e);
+  });
+  const onAbort = (): void => {
+    source.destroy(new AbortError('tar scan aborted', { cause: options.signal?.reason }));
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  source.pipe(ex);
+
+  let extractError: unknown;
+  ex.on('error', (e: unknown) => {
+    extractError ??= e;
+  });
+  const mapError = (e: unknown): unknown => {
+    if (options.signal?.aborted) return new AbortError('tar scan aborted', { cause: options.signal.reason });
+    if (inputError !== undefined) return inputError;
+    if (e instanceof PgarkError) return e;
+    const why = extractError ?? e;
+    const text = why instanceof Error ? why.message.toLowerCase() : 'unknown error';
+    return archiveInvalid(`tar archive is malformed: ${text}`, why);
+  };
+
+  let done = false;
+  let body: Readable | undefined;
+  try {
+    for await (const entry of ex) {
+      const h = entry.header;
+      // tar-stream hands out streamx streams; wrap each body in a Node Readable (pulled on demand, so
+      // backpressure is kept) whose errors carry our codes.
+      body = Readable.from(
+        (async function* () {
+          try {
+            for await (const chunk of entry as AsyncIterable<Buffer>) yield chunk;
+          } catch (e) {
+            throw mapError(e);
+          }
+        })(),
+        { objectMode: false },
+      );
+      const member: TarMember = {
+        name: normaliseTarName(h.name),
+        rawName: h.name,
+        type: memberType(h.type),
+        size: h.size ?? 0,
+        mode: h.mode ?? 0,
+        mtime: h.mtime ?? new Date(0),
+        linkname: h.linkname ?? undefined,
+        body,
+      };
+      yield member;
+      if (!body.readableEnded) {
+        body.resume();
+        await finished(body);
+      }
+    }
+    done = true;
+  } catch (e) {
+    throw mapError(e);
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+    if (!done) {
+      source.unpipe(ex);
+      source.destroy();
+      ex.destroy();
+      body?.destroy();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming verification against a manifest (pg_verifybackup's checks, one archive at a time)
+
+/** Paths pg_verifybackup ignores (pg_verifybackup.c main: backup_manifest, pg_wal, postgresql.auto.conf, ...). */
+export const VERIFY_IGNORED_PATHS: readonly string[] = [
+  'backup_manifest',
+  'pg_wal',
+  'postgresql.auto.conf',
+  'recovery.signal',
+  'standby.signal',
+];
+
+function isIgnored(path: string, ignore: readonly string[]): boolean {
+  // should_ignore_relpath: the path equals an ignored one or lies below it.
+  return ignore.some((p) => path === p || path.startsWith(p + '/'));
+}
+
+export interface VerifyArchiveOptions {
+  /** Set for a tablespace archive `<oid>.tar`: member names get the `pg_tblspc/<oid>/` prefix the manifest uses. */
+  tablespaceOid?: number;
+  /** Extra ignored paths (pg_verifybackup -i). */
+  ignore?: readonly string[];
+  /** Skip checksum computation (pg_verifybackup -s); sizes are still checked. @default false */
+  skipChecksums?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface ArchiveFileMismatch {
+  path: string;
+  expected: string;
+  actual: string;
+}
+
+export interface ArchiveVerifyReport {
+  /** True when nothing below was found. */
+  ok: boolean;
+  members: number;
+  filesChecked: number;
+  bytesRead: number;
+  /** Regular files in the archive that the manifest does not list. */
+  notInManifest: string[];
+  sizeMismatches: ArchiveFileMismatch[];
+  checksumMismatches: ArchiveFileMismatch[];
+  /** Manifest files that belong to this archive but were not in it. */
+  missing: string[];
+}
+
+const TBLSPC_RE = /^pg_tblspc\/(\d+)\//;
+
+/**
+ * Checks one archive (base.tar or `<oid>.tar`, already decompressed) against the backup's manifest in a single
+ * streaming pass, as pg_verifybackup does for a plain backup: files not in the manifest, size mismatches, checksum
+ * mismatches (only when the size matched), and manifest files missing from this archive. "This archive" means: for
+ * a tablespace archive, the manifest entries under `pg_tblspc/<oid>/`; for the base archive, every entry not
+ * under `pg_tblspc/<oid>/` (plus in-place tablespaces found in the base archive itself). Ignored paths are
+ * neither reported as extra nor as missing.
+ *
+ * Returns a report; throws only for unreadable input (INTEGRITY_ARCHIVE_INVALID, or the input's own error).
+ */
+export async function verifyArchiveAgainstManifest(
+  archive: Readable | AsyncIterable<Uint8Array>,
+  manifest: BackupManifest,
+  options: VerifyArchiveOptions = {},
+): Promise<ArchiveVerifyReport> {
+  const prefix = options.tablespaceOid !== undefined ? `pg_tblspc/${options.tablespaceOid}/` : '';
+  const ignore = [...VERIFY_IGNORED_PATHS, ...(options.ignore ?? [])];
+  const report: ArchiveVerifyReport = {
+    ok: false,
+    members: 0,
+    filesChecked: 0,
+    bytesRead: 0,
+    notInManifest: [],
+    sizeMismatches: [],
+    checksumMismatches: [],
+    missing: [],
+  };
+  const seen = new Set<string>();
+  const inPlaceOids = new Set<string>();
+
+  const scanOptions: ScanTarOptions = {};
+  if (options.signal) scanOptions.signal = options.signal;
+  for await (const m of scanTar(archive, scanOptions)) {
+    report.members++;
+    if (m.type !== 'file') continue;
+    const path = prefix + m.name;
+    if (!prefix) {
+      const t = TBLSPC_RE.exec(path);
+      if (t) inPlaceOids.add(t[1]!);
+    }
+    if (isIgnored(path, ignore)) continue;
+    const entry: ManifestFile | undefined = manifest.byPath.get(path);
+    if (!entry) {
+      report.notInManifest.push(path);
+      continue;
+    }
+    seen.add(path);
+    report.filesChecked++;
+    const checksummer =
+      m.size === entry.size && !options.skipChecksums ? createFileChecksummer(entry.checksumAlgorithm) : undefined;
+    for await (const chunk of m.body as AsyncIterable<Buffer>) {
+      report.bytesRead += chunk.length;
+      checksummer?.update(chunk);
+    }
+    if (m.size !== entry.size) {
+      report.sizeMismatches.push({ path, expected: String(entry.size), actual: String(m.size) });
+      continue;
+    }
+    const actual = checksummer?.digest();
+    if (actual !== undefined && entry.checksum !== undefined && actual !== entry.checksum) {
+      report.checksumMismatches.push({ path, expected: entry.checksum, actual });
+    }
+  }
+
+  for (const f of manifest.files) {
+    if (seen.has(f.path) || isIgnored(f.path, ignore)) continue;
+    const t = TBLSPC_RE.exec(f.path);
+    const belongs = prefix ? f.path.startsWith(prefix) : !t || inPlaceOids.has(t[1]!);
+    if (belongs) report.missing.push(f.path);
+  }
+  report.ok =
+    report.notInManifest.length === 0 &&
+    report.sizeMismatches.length === 0 &&
+    report.checksumMismatches.length === 0 &&
+    report.missing.length === 0;
+  return report;
+}
