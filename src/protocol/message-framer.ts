@@ -65,7 +65,7 @@ export class MessageFramer {
 
   /** Bytes pushed but not yet returned in a message (including a partially assembled one). */
   get bufferedBytes(): number {
-    return this.queuedBytes - this.chunkOffset + this.headerFilled + (this.partial?.filled ?? 0);
+    return this.queuedBytes - this.chunkOffset + this.headerFilled + (this.partial ? 5 + this.partial.filled : 0);
   }
 
   /** True when a message has started but is not complete: a stream ending now was cut mid-message. */
