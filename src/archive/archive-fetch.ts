@@ -181,7 +181,7 @@ async function fetchSegment(options: ArchiveFetchOptions, info: StanzaInfo, pref
       : undefined;
   if (spool) await spool.prepare();
 
-  let result = base;
+  let result: ArchiveFetchResult;
   if (spool && (await spool.take(walName, destPath, expect))) {
     result = { ...base, found: true, fromSpool: true, size: segSize };
   } else {
