@@ -26,3 +26,13 @@ export { archivePush } from './archive/archive-push';
 export type { ArchivePushOptions, ArchivePushResult } from './archive/archive-push';
 export { archiveFetch, ARCHIVE_FETCH_DEFAULTS } from './archive/archive-fetch';
 export type { ArchiveFetchOptions, ArchiveFetchResult } from './archive/archive-fetch';
+/** Base backups over the replication protocol into a repository: see runBaseBackup's TSDoc. */
+export { runBaseBackup, BASE_BACKUP_DEFAULTS } from './archive/base-backup-writer';
+export type { RunBaseBackupOptions, BaseBackupResult, BackupCompression, WalMethod } from './archive/base-backup-writer';
+export type { ManifestChecksumAlgorithm as BackupManifestChecksumAlgorithm, CompressionMethod } from './replication/base-backup-command';
+/** The catalog of complete backups (their completion markers). */
+export { listBackups } from './archive/backup-catalog';
+export type { BackupCatalogEntry, CatalogObject, ListBackupsOptions } from './archive/backup-catalog';
+/** Minimal restore of a base backup into an empty directory (the full restore grows from it). */
+export { restoreBackup } from './restore/restore-backup';
+export type { RestoreBackupOptions, RestoreBackupResult } from './restore/restore-backup';
