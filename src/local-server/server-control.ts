@@ -207,6 +207,11 @@ export interface StartServerOptions {
   listenAddresses?: string;
   /** How long pg_ctl -w waits for the server to accept connections. @default 120000 */
   timeoutMs?: number;
+  /**
+   * More environment variables for the server, on top of serverEnv() (the server passes them on to
+   * archive_command/restore_command, e.g. S3 credentials that must not be written into postgresql.conf).
+   */
+  env?: Record<string, string>;
 }
 
 /**
@@ -228,7 +233,8 @@ export async function startServer(o: StartServerOptions): Promise<void> {
   const timeoutMs = o.timeoutMs ?? 120_000;
   const args = ['-D', o.dataDir, '-l', o.logFile, '-w', '-t', String(Math.ceil(timeoutMs / 1000)), '-s'];
   args.push('-o', buildServerOptions(settings), 'start');
-  const r = await runAsUser(o.binaries.pgCtl, args, o.user, { timeoutMs: timeoutMs + 10_000 });
+  const env = o.env ? { ...serverEnv(), ...o.env } : undefined;
+  const r = await runAsUser(o.binaries.pgCtl, args, o.user, { timeoutMs: timeoutMs + 10_000, env });
   if (r.code !== 0) throw failure(`server in ${o.dataDir} failed to start`, r, o.logFile);
 }
 

@@ -92,6 +92,8 @@ export interface StartClusterOptions {
   /** pg_hba.conf lines placed before the harness defaults. */
   hba?: string[];
   initdbArgs?: string[];
+  /** More environment variables for the server process (and its archive_command/restore_command). */
+  env?: Record<string, string>;
 }
 
 /** Where every cluster's directory lives: never inside the repository. */
@@ -312,7 +314,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<TestClust
   };
 
   const startOnce = async (): Promise<void> => {
-    await startServer({ binaries, user, dataDir, port, socketDir, logFile, settings });
+    await startServer({ binaries, user, dataDir, port, socketDir, logFile, settings, env: opts.env });
   };
 
   const start = async (): Promise<void> => {
