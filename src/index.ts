@@ -10,6 +10,30 @@ export type { ReplicationConnectionOptions, SslMode, TlsOptions, CommandEvent, C
 export { parseConnectionString } from './connection/conninfo';
 export * from './replication/index';
 export type { Storage, ObjectInfo, PutOptions, PutResult, GetOptions, ListOptions, CallOptions } from './storage/storage';
+/** The local-directory storage driver: see createFsStorage's TSDoc. */
+export { createFsStorage, assertValidStorageKey } from './storage/fs-storage';
+export type { FsStorageOptions } from './storage/fs-storage';
+/** The repository: format check, stanzas (one per cluster), catalog and WAL listings; its on-storage layout. */
+export { openRepository, Repository, Stanza, canonicalJson, PGARK_VERSION } from './archive/repository';
+export type {
+  RepositoryFormat,
+  StanzaInfo,
+  OpenRepositoryOptions,
+  OpenStanzaOptions,
+  PutJsonOptions,
+  GetJsonOptions,
+  WalObject,
+} from './archive/repository';
+export {
+  REPOSITORY_FORMAT_VERSION,
+  REPOSITORY_FORMAT_KEY,
+  makeBackupId,
+  parseBackupId,
+  isValidBackupId,
+  isValidStanzaName,
+  parseRepositoryKey,
+} from './archive/repo-layout';
+export type { RepositoryKey, BackupKind, ParsedBackupId, ArchiveCompression } from './archive/repo-layout';
 export { findServerBinaries } from './local-server/find-binaries';
 export type { ServerBinaries, FindServerBinariesOptions, BinariesSource } from './local-server/find-binaries';
 /** The s3 storage driver (any S3-compatible store): see createS3Storage's TSDoc. */
