@@ -1,0 +1,423 @@
+/**
+ * Assembles streamed WAL into segments in bounded memory and makes it durable in the repository,
+ * in LSN order, one storage operation at a time, so that "durable" is always a contiguous prefix:
+ *
+ * - a complete segment is stored under its own name (create-only); if the key exists, the stored
+ *   bytes must be the same (sha256), else IntegrityError INTEGRITY_WAL_CONFLICT (split-brain);
+ *   then the segment's partial objects are deleted;
+ * - the incomplete tail is made durable as sequenced chunk objects (see wal-partial.ts): at once in
+ *   synchronous mode, every `flushIntervalMs` otherwise;
+ * - `compact()` rewrites the tail as one `<segment>.partial` object (on stop and at a timeline end).
+ *
+ * `flushedLsn` is the end of the contiguous durable prefix; the archiver reports exactly that to
+ * the server. Memory: at most two segment buffers (one filling, one being stored); `write` waits
+ * when both are taken, which pauses the replication socket (backpressure).
+ *
+ * Storage failures are retried with backoff (each retry is a `storage.retry` event) except those a
+ * retry cannot fix (access denied, invalid key, missing bucket), which fail the writer.
+ */
+import { createHash } from 'node:crypto';
+import { AbortError, ConfigError, IntegrityError, PgarkError, ReplicationError, StorageError, isPgarkError } from '../errors';
+import { formatLsn, lsnToSegmentNumber, segmentStartLsn, walFileName, type Lsn } from '../lsn';
+import { emit, noopLogger, type ObserveOptions } from '../observe';
+import type { Storage } from '../storage/storage';
+import { walPartialChunkKey, walPartialKey, walSegmentKey } from './repo-layout';
+import { readArchivedPartial } from './wal-partial';
+
+export interface WalSegmentWriterOptions extends ObserveOptions {
+  storage: Storage;
+  stanza: string;
+  segmentSize: number;
+  /** Make every received byte durable as soon as possible (synchronous replication). */
+  synchronous: boolean;
+  /** Async mode: how often the incomplete tail is made durable. */
+  flushIntervalMs: number;
+  /** Called once when the writer fails (the archiver then ends the stream). */
+  onFailed?: (error: PgarkError) => void;
+  /** Called whenever flushedLsn advances (in order). */
+  onFlushed?: (flushedLsn: Lsn, timeline: number) => void;
+  /** Backoff of storage retries. */
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+}
+
+interface Segment {
+  timeline: number;
+  segno: bigint;
+  name: string;
+  startLsn: Lsn;
+  buf: Buffer;
+  /** Bytes [0, filled) hold WAL (received now or loaded from the repository). */
+  filled: number;
+  /** Bytes [0, durable) are durable in the repository. */
+  durable: number;
+  /** Partial objects of this segment in the repository (deleted after completion or compaction). */
+  partialKeys: string[];
+  /** True when `.partial` itself holds [0, durable) and no chunk is needed to read it. */
+  compacted: boolean;
+}
+
+export interface WalWriterCounters {
+  segmentsStored: number;
+  segmentsAlreadyPresent: number;
+  partialFlushes: number;
+  bytesStored: number;
+  storageRetries: number;
+}
+
+const NON_RETRYABLE = new Set(['STORAGE_ACCESS_DENIED', 'STORAGE_INVALID_KEY', 'STORAGE_BUCKET_NOT_FOUND']);
+
+export class WalSegmentWriter {
+  readonly counters: WalWriterCounters = { segmentsStored: 0, segmentsAlreadyPresent: 0, partialFlushes: 0, bytesStored: 0, storageRetries: 0 };
+  private readonly o: WalSegmentWriterOptions;
+  private current: Segment | undefined;
+  /** Complete segments waiting to be stored (at most one while another one fills). */
+  private readonly completed: Segment[] = [];
+  private timelineValue = 0;
+  /** Where the next byte of WAL goes (end of the data written so far). */
+  private nextLsn: Lsn = 0n;
+  private flushed: Lsn = 0n;
+  private failure: PgarkError | undefined;
+  private closed = false;
+  private forceFlush = false;
+  private lastChunkAt = 0;
+  private wake: (() => void) | undefined;
+  private spaceWaiters: (() => void)[] = [];
+  private idleWaiters: (() => void)[] = [];
+  private loop: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private busy = false;
+  private readonly abort = new AbortController();
+
+  constructor(options: WalSegmentWriterOptions) {
+    this.o = options;
+  }
+
+  get timeline(): number {
+    return this.timelineValue;
+  }
+
+  /** End of the contiguous durable prefix (never more than is durable). */
+  get flushedLsn(): Lsn {
+    return this.flushed;
+  }
+
+  /** End of the WAL handed to `write` (held in memory or durable). */
+  get writtenLsn(): Lsn {
+    return this.nextLsn;
+  }
+
+  /** Where a (re)connection must restart: the start of the segment being filled, or the next one. */
+  get resumeLsn(): Lsn {
+    return this.current ? this.current.startLsn : this.nextLsn;
+  }
+
+  get error(): PgarkError | undefined {
+    return this.failure;
+  }
+
+  /**
+   * Positions the writer at a segment start on a timeline, loading the durable bytes of that
+   * segment if the repository has a partial of it (they are then verified, not rewritten).
+   */
+  async begin(timeline: number, segmentStart: Lsn): Promise<void> {
+    await this.idle();
+    this.throwIfFailed();
+    const segSize = this.o.segmentSize;
+    if (segmentStart % BigInt(segSize) !== 0n) throw new ConfigError('CONFIG_INVALID_LSN', `segment start ${formatLsn(segmentStart)} is not aligned`);
+    this.timelineValue = timeline;
+    const seg = this.newSegment(timeline, segmentStart);
+    const existing = await this.retrying('list', walPartialKey(this.o.stanza, seg.name), () =>
+      readArchivedPartial(this.o.storage, this.o.stanza, seg.name, segSize, seg.buf),
+    );
+    seg.filled = existing.bytes.length;
+    seg.durable = existing.bytes.length;
+    seg.partialKeys = existing.keys;
+    seg.compacted = existing.keys.length === 1 && existing.keys[0] === walPartialKey(this.o.stanza, seg.name);
+    this.current = seg;
+    this.nextLsn = segmentStart + BigInt(seg.filled);
+    this.flushed = segmentStart + BigInt(seg.durable);
+    this.start();
+  }
+
+  /**
+   * Hands WAL to the writer. `lsn` must continue the stream (the WAL stream checks that); bytes
+   * below what the current segment already holds are compared with it (re-streaming after a
+   * reconnect or restart): a difference is IntegrityError INTEGRITY_WAL_CONFLICT.
+   * Resolves once the bytes are held (it waits while two segments are in memory).
+   */
+  async write(lsn: Lsn, data: Buffer): Promise<void> {
+    this.throwIfFailed();
+    let pos = lsn;
+    let off = 0;
+    const segSize = BigInt(this.o.segmentSize);
+    while (off < data.length) {
+      let seg = this.current;
+      if (!seg || pos < seg.startLsn || pos >= seg.startLsn + segSize) {
+        if (seg) {
+          throw new ReplicationError('REPLICATION_WAL_GAP', `wal at ${formatLsn(pos)} does not belong to segment ${seg.name}`);
+        }
+        // The previous segment completed: open the next one (waiting for room).
+        await this.waitForSpace();
+        this.throwIfFailed();
+        seg = this.newSegment(this.timelineValue, pos - (pos % segSize));
+        this.current = seg;
+      }
+      const segOff = Number(pos - seg.startLsn);
+      const n = Math.min(data.length - off, this.o.segmentSize - segOff);
+      const piece = data.subarray(off, off + n);
+      if (segOff < seg.filled) {
+        const overlap = Math.min(n, seg.filled - segOff);
+        if (!piece.subarray(0, overlap).equals(seg.buf.subarray(segOff, segOff + overlap))) {
+          const key = walPartialKey(this.o.stanza, seg.name);
+          throw this.fail(
+            new IntegrityError('INTEGRITY_WAL_CONFLICT', `wal segment ${seg.name} in the repository differs from the server's at ${formatLsn(pos)}`, {
+              key,
+              hint: 'the repository holds WAL of another history of this cluster (split-brain?); archive into a new stanza',
+            }),
+          );
+        }
+        if (n > overlap) piece.copy(seg.buf, segOff + overlap, overlap);
+      } else {
+        piece.copy(seg.buf, segOff);
+      }
+      seg.filled = Math.max(seg.filled, segOff + n);
+      pos += BigInt(n);
+      off += n;
+      if (pos > this.nextLsn) this.nextLsn = pos;
+      if (seg.filled === this.o.segmentSize) {
+        this.completed.push(seg);
+        this.current = undefined;
+      }
+    }
+    this.kick();
+  }
+
+  /** Makes everything written durable now (chunks and complete segments); resolves when done. */
+  async flush(): Promise<void> {
+    this.forceFlush = true;
+    this.kick();
+    await this.idle();
+    this.throwIfFailed();
+  }
+
+  /**
+   * Flushes, then rewrites the incomplete tail as one `<segment>.partial` object and deletes its
+   * chunks; the segment is then closed (for a timeline end: the old timeline's last segment stays
+   * partial). With `keepOpen`, the segment stays the current one (used on stop).
+   */
+  async compact(keepOpen = false): Promise<void> {
+    await this.flush();
+    const seg = this.current;
+    if (seg && seg.durable > 0 && !seg.compacted) {
+      const key = walPartialKey(this.o.stanza, seg.name);
+      const body = seg.buf.subarray(0, seg.durable);
+      await this.retrying('put', key, () => this.o.storage.put(key, body, { contentLength: body.length }));
+      const chunks = seg.partialKeys.filter((k) => k !== key);
+      if (chunks.length) await this.retrying('delete', key, () => this.o.storage.delete(chunks));
+      seg.partialKeys = [key];
+      seg.compacted = true;
+      emit(this.o, { type: 'wal.partial.durable', walName: seg.name, key, flushedLsn: formatLsn(seg.startLsn + BigInt(seg.durable)) });
+    }
+    if (!keepOpen) {
+      this.current = undefined;
+      // The position moves to the next timeline's segment via begin().
+    }
+  }
+
+  /** Stops the background loop (after `flush`/`compact` for a clean stop). */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.abort.abort();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.kick();
+    await this.loop;
+    for (const w of this.spaceWaiters.splice(0)) w();
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private newSegment(timeline: number, startLsn: Lsn): Segment {
+    const segno = lsnToSegmentNumber(startLsn, this.o.segmentSize);
+    return {
+      timeline,
+      segno,
+      name: walFileName(timeline, segno, this.o.segmentSize),
+      startLsn: segmentStartLsn(segno, this.o.segmentSize),
+      buf: Buffer.allocUnsafe(this.o.segmentSize),
+      filled: 0,
+      durable: 0,
+      partialKeys: [],
+      compacted: false,
+    };
+  }
+
+  private start(): void {
+    if (this.loop) return;
+    this.loop = this.run().catch((e: unknown) => {
+      this.fail(isPgarkError(e) ? e : new StorageError('STORAGE_IO', `wal writer failed: ${String(e)}`, { cause: e }));
+    });
+    if (!this.o.synchronous) {
+      this.timer = setInterval(() => this.kick(), Math.max(50, Math.floor(this.o.flushIntervalMs / 2)));
+      this.timer.unref();
+    }
+  }
+
+  private kick(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  private fail(e: PgarkError): PgarkError {
+    if (!this.failure) {
+      this.failure = e;
+      this.o.onFailed?.(e);
+    }
+    for (const w of this.spaceWaiters.splice(0)) w();
+    for (const w of this.idleWaiters.splice(0)) w();
+    return this.failure;
+  }
+
+  private waitForSpace(): Promise<void> {
+    if (this.completed.length === 0 || this.failure || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.spaceWaiters.push(resolve));
+  }
+
+  /** Resolves when nothing is due: no complete segment waiting and (if forced) no undurable tail. */
+  private idle(): Promise<void> {
+    if (this.failure || !this.loop || this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private isIdle(): boolean {
+    return !this.busy && this.completed.length === 0 && (!this.current || this.current.filled === this.current.durable || !this.forceFlush);
+  }
+
+  private tailDue(seg: Segment): boolean {
+    if (seg.filled <= seg.durable) return false;
+    if (this.o.synchronous || this.forceFlush) return true;
+    return Date.now() - this.lastChunkAt >= this.o.flushIntervalMs;
+  }
+
+  private async run(): Promise<void> {
+    while (!this.closed && !this.failure) {
+      const done = this.completed[0];
+      const cur = this.current;
+      if (done) {
+        this.busy = true;
+        await this.storeComplete(done);
+        this.completed.shift();
+        this.busy = false;
+        for (const w of this.spaceWaiters.splice(0)) w();
+        this.advance();
+        continue;
+      }
+      if (cur && this.tailDue(cur)) {
+        this.busy = true;
+        await this.storeChunk(cur);
+        this.busy = false;
+        this.advance();
+        continue;
+      }
+      this.forceFlush = false;
+      for (const w of this.idleWaiters.splice(0)) w();
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+    }
+  }
+
+  /** flushedLsn = start of the oldest segment not wholly durable + its durable bytes. */
+  private advance(): void {
+    const oldest = this.completed[0] ?? this.current;
+    const lsn = oldest ? oldest.startLsn + BigInt(oldest.durable) : this.nextLsn;
+    if (lsn > this.flushed) {
+      this.flushed = lsn;
+      this.o.onFlushed?.(lsn, this.timelineValue);
+    }
+  }
+
+  private async storeChunk(seg: Segment): Promise<void> {
+    const from = seg.durable;
+    const to = seg.filled;
+    const key = walPartialChunkKey(this.o.stanza, seg.name, from);
+    // The bytes [from, to) are not modified while the put runs: writes only extend `filled`.
+    const body = seg.buf.subarray(from, to);
+    await this.retrying('put', key, () => this.o.storage.put(key, body, { contentLength: body.length }));
+    this.lastChunkAt = Date.now();
+    seg.durable = to;
+    seg.compacted = false;
+    if (!seg.partialKeys.includes(key)) seg.partialKeys.push(key);
+    this.counters.partialFlushes++;
+    this.counters.bytesStored += body.length;
+    emit(this.o, { type: 'wal.partial.durable', walName: seg.name, key, flushedLsn: formatLsn(seg.startLsn + BigInt(to)) });
+  }
+
+  private async storeComplete(seg: Segment): Promise<void> {
+    const key = walSegmentKey(this.o.stanza, seg.name);
+    const body = seg.buf;
+    try {
+      await this.retrying('put', key, () => this.o.storage.put(key, body, { ifAbsent: true, contentLength: body.length }));
+      this.counters.segmentsStored++;
+      this.counters.bytesStored += body.length - seg.durable;
+    } catch (e) {
+      if (!(isPgarkError(e) && e.code === 'STORAGE_CONFLICT')) throw e;
+      // Already archived (a restart re-streamed it, or archive_command put it): same bytes are fine.
+      const ours = createHash('sha256').update(body).digest('hex');
+      const theirs = await this.retrying('get', key, async () => {
+        const h = createHash('sha256');
+        for await (const c of await this.o.storage.get(key)) h.update(c as Buffer);
+        return h.digest('hex');
+      });
+      if (ours !== theirs) {
+        throw new IntegrityError('INTEGRITY_WAL_CONFLICT', `wal segment ${seg.name} already exists in the repository with different content`, {
+          key,
+          expected: ours,
+          actual: theirs,
+          hint: 'two histories of this cluster write into one stanza (split-brain?); archive the new primary into a new stanza',
+        });
+      }
+      this.counters.segmentsAlreadyPresent++;
+    }
+    seg.durable = this.o.segmentSize;
+    if (seg.partialKeys.length) {
+      const keys = seg.partialKeys;
+      await this.retrying('delete', keys[0]!, () => this.o.storage.delete(keys));
+      seg.partialKeys = [];
+    }
+    emit(this.o, { type: 'wal.segment.durable', walName: seg.name, key, flushedLsn: formatLsn(seg.startLsn + BigInt(this.o.segmentSize)) });
+  }
+
+  /** Runs a storage call, retrying with exponential backoff while the failure may be transient. */
+  private async retrying<T>(operation: string, key: string, fn: () => Promise<T>): Promise<T> {
+    const initial = this.o.retryInitialMs ?? 200;
+    const max = this.o.retryMaxMs ?? 10_000;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        const retryable = e instanceof StorageError && e.code !== 'STORAGE_CONFLICT' && !NON_RETRYABLE.has(e.code);
+        if (!retryable || this.closed) throw e;
+        const delayMs = Math.min(max, initial * 2 ** Math.min(attempt - 1, 16));
+        this.counters.storageRetries++;
+        emit(this.o, { type: 'storage.retry', operation, key, attempt, delayMs, code: e.code, ...(e.httpStatus ? { httpStatus: e.httpStatus } : {}) });
+        (this.o.logger ?? noopLogger).warn('wal storage call failed, retrying', { operation, key, attempt, delayMs, code: e.code });
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, delayMs);
+          this.abort.signal.addEventListener('abort', () => {
+            clearTimeout(t);
+            resolve();
+          }, { once: true });
+        });
+        if (this.closed) throw new AbortError(`wal storage ${operation} of ${key} abandoned on close`, { cause: e });
+      }
+    }
+  }
+}
