@@ -198,6 +198,7 @@ export class ReplicationConnection {
   private readonly highWaterMarkBytes: number;
   private active: PendingCommand | undefined;
   private paused = false;
+  private pauses = 0;
   private failure: PgarkError | undefined;
   private fatalServerError: PostgresServerError | undefined;
   private closing: Promise<void> | undefined;
@@ -331,6 +332,15 @@ export class ReplicationConnection {
     }
     emit(options, { type: 'connection.opened', target, serverVersion: version });
     return conn;
+  }
+
+  /**
+   * Memory held for the consumer right now: decoded events not yet pulled plus bytes in the framer
+   * (at most about highWaterMarkBytes + one message + one socket chunk), whether the socket is
+   * paused, and how often it was paused (backpressure at work).
+   */
+  stats(): { bufferedBytes: number; paused: boolean; pauses: number } {
+    return { bufferedBytes: (this.active?.bufferedBytes ?? 0) + this.framer.bufferedBytes, paused: this.paused, pauses: this.pauses };
   }
 
   /** True once the connection failed or was closed. */
@@ -505,6 +515,7 @@ export class ReplicationConnection {
       if (cmd && (cmd.bufferedBytes >= this.highWaterMarkBytes || cmd.events.length >= CONNECTION_DEFAULTS.highWaterMarkEvents)) {
         if (!this.paused) {
           this.paused = true;
+          this.pauses++;
           this.socket.pause();
         }
         return;

@@ -21,7 +21,12 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
+export interface TcpProxyOptions {
+  /** Rewrites server bytes before they are forwarded (recorded bytes are the rewritten ones). */
+  transformServer?: (chunk: Buffer) => Buffer;
+}
+
+export async function startTcpProxy(targetHost: string, targetPort: number, options: TcpProxyOptions = {}): Promise<TcpProxy> {
   const connections: ProxiedConnection[] = [];
   let cutBudget: number | undefined;
   const server = net.createServer((client) => {
@@ -29,7 +34,8 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
     const conn: ProxiedConnection = { serverChunks: [], serverBytes: 0, client, server: upstream };
     connections.push(conn);
     client.on('data', (d) => upstream.write(d));
-    upstream.on('data', (d: Buffer) => {
+    upstream.on('data', (raw: Buffer) => {
+      const d = options.transformServer ? options.transformServer(raw) : raw;
       if (cutBudget !== undefined) {
         if (d.length >= cutBudget) {
           const part = d.subarray(0, cutBudget);
