@@ -17,7 +17,6 @@
  *    attempt wrote is deleted (in-flight multipart uploads are aborted by the driver), and the
  *    error says why.
  */
-import { constants as zlibConstants, createGzip } from 'node:zlib';
 import type { Transform } from 'node:stream';
 import { AbortError, ConfigError, ProtocolError, isPgarkError } from '../errors';
 import { formatLsn, type Lsn } from '../lsn';
@@ -37,6 +36,7 @@ import type { Storage } from '../storage/storage';
 import { openRepository } from './repository';
 import { backupArchiveKey, backupManifestKey, backupPrefix, makeBackupId, type ArchiveCompression } from './repo-layout';
 import { ObjectUpload } from './object-upload';
+import { createCompressStream } from './compression';
 import { BackupWalReceiver } from './backup-wal-receiver';
 import type { BackupCatalogEntry, CatalogObject } from './backup-catalog';
 
@@ -116,13 +116,9 @@ export const BASE_BACKUP_DEFAULTS = {
 
 const SUFFIX: Record<CompressionMethod, ArchiveCompression> = { gzip: 'gz', lz4: 'lz4', zstd: 'zst' };
 
+/** Client-side codecs come from ./compression (node:zlib gzip, zstd-napi / node:zlib zstd, lz4-napi). */
 function clientCompressor(method: CompressionMethod, level: number | undefined): Transform {
-  if (method === 'gzip') {
-    return createGzip({ level: level ?? zlibConstants.Z_DEFAULT_COMPRESSION, chunkSize: 256 * 1024 });
-  }
-  throw new ConfigError('CONFIG_UNSUPPORTED_COMPRESSION', `client-side ${method} compression is not available in this build`, {
-    hint: 'use server-side compression (PostgreSQL 15+ built with it) or gzip',
-  });
+  return createCompressStream(method, level === undefined ? {} : { level });
 }
 
 function slotNameFor(backupId: string): string {

@@ -14,13 +14,13 @@ import { createHash } from 'node:crypto';
 import { lchown, mkdir, open, readdir, rm, stat, symlink, writeFile, lstat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { AbortError, ConfigError, IntegrityError, RestoreError, isPgarkError, throwIfAborted } from '../errors';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import type { Storage } from '../storage/storage';
 import { openRepository } from '../archive/repository';
 import { readBackupCatalogEntry, type BackupCatalogEntry, type CatalogObject } from '../archive/backup-catalog';
 import { scanTar } from '../archive/tar-scan';
+import { compressionFromFileName, createDecompressStream } from '../archive/compression';
 import { isWalFileName } from '../lsn';
 
 export interface RestoreBackupOptions extends ObserveOptions {
@@ -95,11 +95,8 @@ function hashing(): Transform & { digest(): string; bytes: number } {
 }
 
 function decompressorFor(name: string): Transform | undefined {
-  if (name.endsWith('.gz')) return createGunzip();
-  if (name.endsWith('.lz4') || name.endsWith('.zst')) {
-    throw new ConfigError('CONFIG_UNSUPPORTED_COMPRESSION', `cannot decompress ${name}: no lz4/zstd codec in this build`);
-  }
-  return undefined;
+  const c = compressionFromFileName(name);
+  return c === 'none' ? undefined : createDecompressStream(c);
 }
 
 /** Resolves a member name under root, refusing absolute names and `..` (a hostile archive must not escape). */

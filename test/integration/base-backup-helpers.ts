@@ -58,7 +58,11 @@ export async function backupRestoreAndCompare(
   prepared: Prepared,
   storage: Storage,
   backupOptions: Partial<RunBaseBackupOptions> = {},
-  opts: { keepRestored?: (dir: string, backup: BaseBackupResult) => Promise<void>; remapTablespace?: boolean } = {},
+  opts: {
+    keepRestored?: (dir: string, backup: BaseBackupResult) => Promise<void>;
+    beforeRestore?: () => Promise<void>;
+    remapTablespace?: boolean;
+  } = {},
 ): Promise<RoundTripResult> {
   const load = await writeLoad(cluster, { ms: 5 });
   await new Promise((r) => setTimeout(r, 200));
@@ -78,6 +82,7 @@ export async function backupRestoreAndCompare(
   const newTs = join(scratch, 'ts');
   const { oid } = (await cluster.query<{ oid: string }>(`SELECT oid::text FROM pg_tablespace WHERE spcname = 'datagen_ts'`))[0]!;
   chownTree(scratch, cluster.serverUser);
+  if (opts.beforeRestore) await opts.beforeRestore();
   await restoreBackup({
     storage,
     targetDir: restoredDir,

@@ -2,7 +2,10 @@
 import type { Command } from 'commander';
 import { registerArchiveFetch } from './archive-fetch';
 import { registerArchivePush } from './archive-push';
+import { registerBackup } from './backup';
+import { registerRestore } from './restore';
+import { registerWalArchive } from './wal-archive';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [registerArchivePush, registerArchiveFetch];
+export const COMMANDS: RegisterCommand[] = [registerBackup, registerRestore, registerArchivePush, registerArchiveFetch, registerWalArchive];
