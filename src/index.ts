@@ -60,3 +60,12 @@ export type { BackupCatalogEntry, CatalogObject, ListBackupsOptions } from './ar
 /** Minimal restore of a base backup into an empty directory (the full restore grows from it). */
 export { restoreBackup } from './restore/restore-backup';
 export type { RestoreBackupOptions, RestoreBackupResult } from './restore/restore-backup';
+/** Continuous WAL archiving over START_REPLICATION into a repository: see startWalArchiver's TSDoc. */
+export { startWalArchiver, WAL_ARCHIVER_DEFAULTS } from './archive/wal-archiver';
+export type { WalArchiverOptions, WalArchiverHandle, WalArchiverStats, WalArchiverResult, WalArchiverState } from './archive/wal-archiver';
+/** The durable bytes of a partial WAL segment (its `.partial` object and sequenced chunks). */
+export { readArchivedPartial, planPartialAssembly } from './archive/wal-partial';
+export type { ArchivedPartial, PartialAssemblyPlan, PartialPiece } from './archive/wal-partial';
+/** The physical WAL stream under the archiver and `-X stream`. */
+export { WalStream, startWalStream, WAL_STREAM_DEFAULTS } from './replication/wal-stream';
+export type { WalStreamOptions, WalStreamEvent, WalStreamEnd, WalStreamPositions } from './replication/wal-stream';

@@ -1,0 +1,57 @@
+/** Spawns test/harness/archiver-child.ts and follows its JSON-line events. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+import { parseLsn, type Lsn } from '../../src/lsn';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+
+export interface ArchiverProcess {
+  child: ChildProcess;
+  events: Record<string, unknown>[];
+  /** Latest flushedLsn reported by a wal.flush event. */
+  flushedLsn(): Lsn;
+  /** Resolves with the exit code (or the signal name). */
+  exited: Promise<number | string>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+export function spawnArchiver(config: Record<string, unknown>): ArchiverProcess {
+  const child = spawn(resolve(ROOT, 'node_modules/.bin/tsx'), [resolve(ROOT, 'test/harness/archiver-child.ts')], {
+    cwd: ROOT,
+    env: { ...process.env, PGARK_ARCHIVER_CHILD: JSON.stringify(config) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const events: Record<string, unknown>[] = [];
+  let flushed: Lsn = 0n;
+  let buf = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        const e = JSON.parse(line) as Record<string, unknown>;
+        events.push(e);
+        if (e.type === 'wal.flush' && typeof e.flushedLsn === 'string') {
+          const l = parseLsn(e.flushedLsn);
+          if (l > flushed) flushed = l;
+        }
+      } catch {
+        /* not an event line */
+      }
+    }
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<number | string>((res) => {
+    child.on('exit', (code, signal) => {
+      if (code !== 0 && code !== null && stderr) process.stderr.write(`archiver child stderr:\n${stderr.slice(-4000)}\n`);
+      res(code ?? signal ?? -1);
+    });
+  });
+  return { child, events, flushedLsn: () => flushed, exited, kill: (s) => child.kill(s) };
+}
