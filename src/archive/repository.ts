@@ -149,12 +149,17 @@ export async function openRepository(storage: Storage, options: OpenRepositoryOp
     };
     try {
       await repo.putJson(REPOSITORY_FORMAT_KEY, fresh, { ifAbsent: true, signal });
-      format = fresh;
     } catch (e) {
-      // Another process created it first: check what it wrote.
+      // Another process created it first: what it wrote is checked below.
       if (!(isPgarkError(e) && e.code === 'STORAGE_CONFLICT')) throw e;
-      format = await repo.readFormat(signal);
-      if (format === undefined) throw e;
+    }
+    // Always read back: some stores (Swift's s3api) do not make a conditional create atomic under
+    // concurrency, so "our create succeeded" does not prove that our object is the one stored.
+    format = await repo.readFormat(signal);
+    if (format === undefined) {
+      throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `${REPOSITORY_FORMAT_KEY} vanished right after its creation`, {
+        key: REPOSITORY_FORMAT_KEY,
+      });
     }
   }
   repo.setFormat(format);
@@ -300,11 +305,14 @@ export class Repository {
       const fresh: StanzaInfo = { stanza: name, systemIdentifier, pgMajor, walSegmentSize, createdAt: new Date().toISOString() };
       try {
         await this.putJson(key, fresh, { ifAbsent: true, signal });
-        info = fresh;
       } catch (e) {
         if (!(isPgarkError(e) && e.code === 'STORAGE_CONFLICT')) throw e;
-        info = await this.readStanzaInfo(name, signal);
-        if (info === undefined) throw e;
+      }
+      // Read back what is stored (see openRepository): a concurrent creator of the same stanza for
+      // another cluster must show up as a mismatch below, not as success.
+      info = await this.readStanzaInfo(name, signal);
+      if (info === undefined) {
+        throw new StorageError('STORAGE_NOT_FOUND', `${key} vanished right after its creation`, { key });
       }
     }
     checkStanzaIdentity(info, options, key);
