@@ -29,6 +29,9 @@ export interface BackendMessage {
 /** Default maximum body length accepted by the framer: 64 MiB. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
+const SLAB_BYTES = 256 * 1024;
+const SLAB_MAX_BODY = 64 * 1024;
+
 export interface MessageFramerOptions {
   /** Largest message body accepted; longer → ProtocolError PROTOCOL_MESSAGE_TOO_LONG. @default 64 MiB */
   maxMessageBytes?: number;
@@ -46,6 +49,9 @@ export class MessageFramer {
   /** A message whose body spans chunks, being assembled. */
   private partial: { code: number; body: Buffer; filled: number } | undefined;
   private failed: ProtocolError | undefined;
+  /** Fresh memory for bodies that span chunks, carved sequentially; a region is handed out once, never reused. */
+  private slab: Buffer | undefined;
+  private slabUsed = 0;
 
   constructor(options: MessageFramerOptions = {}) {
     const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -107,7 +113,7 @@ export class MessageFramer {
           return { code, body };
         }
         this.advance(5);
-        this.partial = { code, body: Buffer.allocUnsafe(bodyLen), filled: 0 };
+        this.partial = { code, body: this.allocBody(bodyLen), filled: 0 };
         continue;
       }
       // Slow path: header split across chunks.
@@ -120,8 +126,25 @@ export class MessageFramer {
       const code = this.header[0]!;
       const bodyLen = this.checkLength(code, this.header.readInt32BE(1));
       if (bodyLen === 0) return { code, body: Buffer.alloc(0) };
-      this.partial = { code, body: Buffer.allocUnsafe(bodyLen), filled: 0 };
+      this.partial = { code, body: this.allocBody(bodyLen), filled: 0 };
     }
+  }
+
+  /**
+   * Memory for a body assembled from several chunks. Bodies up to SLAB_MAX_BODY are carved from a
+   * SLAB_BYTES slab (one allocation per ~8 CopyData messages instead of one each: the replay bench
+   * in docs/design-connection.md measured the per-message allocation as the framer's main cost).
+   * Regions never overlap and are never reused, so bodies stay valid; a kept body keeps its slab alive.
+   */
+  private allocBody(n: number): Buffer {
+    if (n > SLAB_MAX_BODY) return Buffer.allocUnsafeSlow(n);
+    if (!this.slab || this.slab.length - this.slabUsed < n) {
+      this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+      this.slabUsed = 0;
+    }
+    const body = this.slab.subarray(this.slabUsed, this.slabUsed + n);
+    this.slabUsed += n;
+    return body;
   }
 
   private checkLength(code: number, length: number): number {
