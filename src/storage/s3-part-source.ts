@@ -2,13 +2,24 @@
  * Cuts a body (a Buffer or a Readable) into parts of the sizes the upload asks for, computing the
  * sha256 and byte count of everything read. A stream is pulled only when the uploader asks for the
  * next part, so at most the parts being uploaded plus the one being filled are in memory.
+ *
+ * Part buffers of a stream are recycled (a pool of at most `poolSize` buffers per size): the
+ * uploader releases a part once the store has confirmed it. Without the pool, every finished part
+ * becomes garbage that V8 frees only at its next full GC, and the process's RSS grows well past
+ * part size x (queue + 1).
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 
+export interface Part {
+  data: Buffer;
+  /** Hands the memory back for reuse; call once the part is no longer needed (sent or failed). */
+  release(): void;
+}
+
 export interface PartSource {
   /** The next `size` bytes; shorter only at the end of the body, empty once it is exhausted. */
-  next(size: number): Promise<Buffer>;
+  next(size: number): Promise<Part>;
   /** Bytes handed out so far. */
   readonly bytesRead: number;
   /** sha256 (hex) of everything handed out; call once, after the body is exhausted. */
@@ -17,15 +28,17 @@ export interface PartSource {
   destroy(err?: Error): void;
 }
 
+const noRelease = (): void => {};
+
 export function bufferPartSource(body: Buffer): PartSource {
   let offset = 0;
   const hash = createHash('sha256').update(body);
   return {
     async next(size) {
       // subarray: parts share the caller's memory, nothing is copied.
-      const part = body.subarray(offset, Math.min(body.length, offset + size));
-      offset += part.length;
-      return part;
+      const data = body.subarray(offset, Math.min(body.length, offset + size));
+      offset += data.length;
+      return { data, release: noRelease };
     },
     get bytesRead() {
       return offset;
@@ -35,12 +48,24 @@ export function bufferPartSource(body: Buffer): PartSource {
   };
 }
 
-export function streamPartSource(body: Readable): PartSource {
+export function streamPartSource(body: Readable, poolSize: number): PartSource {
   const iterator = body[Symbol.asyncIterator]() as AsyncIterator<unknown>;
   const hash: Hash = createHash('sha256');
+  const pool: Buffer[] = [];
   let leftover: Buffer | undefined;
   let ended = false;
   let bytesRead = 0;
+
+  const take = (size: number): Buffer => {
+    const i = pool.findIndex((b) => b.length === size);
+    if (i >= 0) return pool.splice(i, 1)[0] as Buffer;
+    return Buffer.allocUnsafeSlow(size);
+  };
+  const giveBack = (buf: Buffer): void => {
+    // Parts grow for very long streams: buffers of an old size are dropped, not kept.
+    if (pool.length > 0 && (pool[0] as Buffer).length !== buf.length) pool.length = 0;
+    if (pool.length < poolSize) pool.push(buf);
+  };
 
   async function nextChunk(): Promise<Buffer | undefined> {
     if (leftover !== undefined) {
@@ -62,26 +87,40 @@ export function streamPartSource(body: Readable): PartSource {
   return {
     async next(size) {
       let out: Buffer | undefined;
+      let pooled = false;
       let filled = 0;
       while (filled < size) {
         const chunk = await nextChunk();
         if (chunk === undefined) break;
-        if (out === undefined && filled === 0 && chunk.length === size) {
+        if (out === undefined && chunk.length === size) {
           // A chunk that is exactly one part: hand it out without copying.
           out = chunk;
           filled = size;
           break;
         }
-        // Allocated once per part at the part's size: the copy bounds memory to the part size
-        // however the producer sized its chunks.
-        out ??= Buffer.allocUnsafe(size);
+        if (out === undefined) {
+          out = take(size);
+          pooled = true;
+        }
         const n = Math.min(size - filled, chunk.length);
         chunk.copy(out, filled, 0, n);
         filled += n;
         if (n < chunk.length) leftover = chunk.subarray(n);
       }
       bytesRead += filled;
-      return out === undefined ? Buffer.alloc(0) : out.subarray(0, filled);
+      if (out === undefined) return { data: Buffer.alloc(0), release: noRelease };
+      const whole = out;
+      let released = false;
+      return {
+        data: out.subarray(0, filled),
+        release: pooled
+          ? () => {
+              if (released) return;
+              released = true;
+              giveBack(whole);
+            }
+          : noRelease,
+      };
     },
     get bytesRead() {
       return bytesRead;

@@ -25,7 +25,7 @@ import { AbortError, PgarkError, StorageError } from '../errors';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import { httpStatusOf, toStorageError, type S3ErrorContext } from './s3-errors';
 import { partSizeAt, planParts, MAX_PARTS } from './s3-part-plan';
-import { bufferPartSource, streamPartSource, type PartSource } from './s3-part-source';
+import { bufferPartSource, streamPartSource, type Part, type PartSource } from './s3-part-source';
 import { withRetry, type RetryPolicy } from './s3-retry';
 import type { PutOptions, PutResult } from './storage';
 
@@ -56,7 +56,8 @@ export async function uploadObject(
   }
   const exactLength = isBuffer ? body.length : contentLength;
   const plan = planParts(target.partSizeBytes, exactLength, sizeHint);
-  const source: PartSource = isBuffer ? bufferPartSource(body) : streamPartSource(body);
+  // queueSize parts in flight + 1 being filled: the pool never needs more.
+  const source: PartSource = isBuffer ? bufferPartSource(body) : streamPartSource(body, target.queueSize + 1);
 
   // Abort of the caller's signal: stop reading at once (a stalled producer would otherwise keep us
   // waiting) and cancel in-flight requests; the upload is then aborted below.
@@ -67,21 +68,21 @@ export async function uploadObject(
   };
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    let first: Buffer;
+    let first: Part;
     try {
       first = await source.next(partSizeAt(plan, 1));
     } catch (e) {
       throw readFailure(target, e, signal);
     }
-    const endedInFirstPart = first.length < partSizeAt(plan, 1) || exactLength === first.length;
+    const endedInFirstPart = first.data.length < partSizeAt(plan, 1) || exactLength === first.data.length;
     // A conditional PutObject is refused by Swift (501); ifAbsent therefore always goes through a
     // conditional CompleteMultipartUpload, which Swift and AWS both honour (design-storage.md).
     if (endedInFirstPart && !options.ifAbsent) {
-      if (contentLength !== undefined && first.length !== contentLength) {
-        throw shortBody(target, contentLength, first.length);
+      if (contentLength !== undefined && first.data.length !== contentLength) {
+        throw shortBody(target, contentLength, first.data.length);
       }
-      const etag = await putSingle(target, first, internal.signal, signal);
-      return { key: target.key, size: first.length, sha256: source.digest(), etag };
+      const etag = await putSingle(target, first.data, internal.signal, signal);
+      return { key: target.key, size: first.data.length, sha256: source.digest(), etag };
     }
     return await uploadMultipart(target, source, plan, first, contentLength, !!options.ifAbsent, internal.signal, signal);
   } finally {
@@ -136,7 +137,7 @@ async function uploadMultipart(
   target: UploadTarget,
   source: PartSource,
   plan: ReturnType<typeof planParts>,
-  first: Buffer,
+  first: Part,
   contentLength: number | undefined,
   ifAbsent: boolean,
   requestSignal: AbortSignal,
@@ -160,7 +161,8 @@ async function uploadMultipart(
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
 
-  const startPart = (partNumber: number, data: Buffer): void => {
+  const startPart = (partNumber: number, part: Part): void => {
+    const data = part.data;
     const p = withRetry(
       { ...ctx(target, 'upload-part') },
       target.retry,
@@ -189,15 +191,17 @@ async function uploadMultipart(
         emit(target.observe, { type: 'storage.upload.part', key: target.key, partNumber, bytes: data.length });
       },
     );
-    const settled = p.catch((e: unknown) => {
-      failure ??= e;
-    });
+    const settled = p
+      .catch((e: unknown) => {
+        failure ??= e;
+      })
+      .finally(() => part.release());
     inFlight.add(settled);
     void settled.finally(() => inFlight.delete(settled));
   };
 
   try {
-    let data = first;
+    let part = first;
     for (let partNumber = 1; ; partNumber++) {
       if (partNumber > MAX_PARTS) {
         // Unreachable by construction of the plan (a body beyond S3's 5 TiB object limit).
@@ -208,18 +212,18 @@ async function uploadMultipart(
       }
       // Part 1 is always sent (an empty body under ifAbsent is one empty part); later parts only
       // when the body still had bytes.
-      if (data.length > 0 || partNumber === 1) startPart(partNumber, data);
-      const ended = data.length < partSizeAt(plan, partNumber) || source.bytesRead === contentLength;
+      if (part.data.length > 0 || partNumber === 1) startPart(partNumber, part);
+      const ended = part.data.length < partSizeAt(plan, partNumber) || source.bytesRead === contentLength;
       if (ended) break;
       // Memory bound: at most `queueSize` parts in flight plus the one being filled.
       while (inFlight.size >= target.queueSize && failure === undefined) await Promise.race(inFlight);
       if (failure !== undefined || requestSignal.aborted) break;
       try {
-        data = await source.next(partSizeAt(plan, partNumber + 1));
+        part = await source.next(partSizeAt(plan, partNumber + 1));
       } catch (e) {
         throw readFailure(target, e, callerSignal);
       }
-      if (data.length === 0) break;
+      if (part.data.length === 0) break;
     }
     // Let every in-flight part settle before deciding: an abort while parts are still being written
     // could otherwise leave parts behind on some stores.

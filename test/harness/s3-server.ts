@@ -7,7 +7,7 @@
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -67,6 +67,31 @@ async function findBasePort(): Promise<number> {
   throw new Error('no 5 consecutive free ports found on 127.0.0.1 for the Swift test server');
 }
 
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * start.sh waits for the proxy's /info, which answers before the account, container and object
+ * servers listen; the first S3 call could then get 503. Wait for those ports too.
+ */
+async function waitForBackends(base: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (const port of [base + 1, base + 2, base + 3]) {
+    while (!(await canConnect(port))) {
+      if (Date.now() > deadline) throw new Error(`swift backend on port ${port} did not come up`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 /** Starts Swift s3api on free ports with data under /tmp. Retries once on a port race. */
 export async function startS3Server(): Promise<S3Server> {
   checkS3Prerequisites();
@@ -77,6 +102,7 @@ export async function startS3Server(): Promise<S3Server> {
     try {
       await run('sh', [join(SWIFT_DIR, 'setup.sh'), dataDir, String(base)]);
       await run('sh', [join(SWIFT_DIR, 'start.sh'), dataDir, String(base)], { timeout: 60_000 });
+      await waitForBackends(base);
     } catch (e) {
       lastError = e;
       await run('sh', [join(SWIFT_DIR, 'stop.sh'), dataDir]).catch(() => undefined);
