@@ -108,9 +108,13 @@ export function assertBackupId(id: string): void {
 
 function assertArchiveName(name: string): void {
   if (!ARCHIVE_RE.test(name)) {
-    throw new ConfigError('CONFIG_INVALID_IDENTIFIER', `invalid backup archive name ${JSON.stringify(name)}`, {
-      hint: 'archive names are base.tar or <tablespace oid>.tar, optionally with .gz, .lz4 or .zst',
-    });
+    throw new ConfigError(
+      'CONFIG_INVALID_IDENTIFIER',
+      `invalid backup archive name ${JSON.stringify(name)}`,
+      {
+        hint: 'archive names are base.tar or <tablespace oid>.tar, optionally with .gz, .lz4 or .zst',
+      },
+    );
   }
 }
 
@@ -133,7 +137,10 @@ function timelineOfSegment(segment: string): number {
 
 function formatStamp(d: Date): string {
   // 2026-11-24T23:15:00.000Z → 20261124T231500Z
-  return d.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+  return d
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}Z$/, 'Z');
 }
 
 function backupIdDate(m: RegExpExecArray): Date {
@@ -250,7 +257,10 @@ export function walPartialChunkKey(stanza: string, segment: string, seq: number)
 /** A backup-history file name as the server writes it: `<segment>.<offset 8 hex>.backup`. */
 export function walBackupHistoryKey(stanza: string, backupHistoryName: string): string {
   if (!isBackupHistoryFileName(backupHistoryName)) {
-    throw new ConfigError('CONFIG_INVALID_WAL_NAME', `invalid backup history file name ${JSON.stringify(backupHistoryName)}`);
+    throw new ConfigError(
+      'CONFIG_INVALID_WAL_NAME',
+      `invalid backup history file name ${JSON.stringify(backupHistoryName)}`,
+    );
   }
   return `${walTimelinePrefix(stanza, timelineOfSegment(backupHistoryName))}${backupHistoryName}`;
 }
@@ -274,10 +284,23 @@ export type RepositoryKey =
   | { kind: 'repository-format' }
   | { kind: 'stanza-info'; stanza: string }
   | { kind: 'catalog-entry'; stanza: string; backupId: string }
-  | { kind: 'backup-archive'; stanza: string; backupId: string; archiveName: string; tablespace: 'base' | number; compression?: ArchiveCompression }
+  | {
+      kind: 'backup-archive';
+      stanza: string;
+      backupId: string;
+      archiveName: string;
+      tablespace: 'base' | number;
+      compression?: ArchiveCompression;
+    }
   | { kind: 'backup-manifest'; stanza: string; backupId: string }
   | { kind: 'backup-wal'; stanza: string; backupId: string; walName: string }
-  | { kind: 'wal-segment'; stanza: string; timeline: number; walName: string; compression?: ArchiveCompression }
+  | {
+      kind: 'wal-segment';
+      stanza: string;
+      timeline: number;
+      walName: string;
+      compression?: ArchiveCompression;
+    }
   | { kind: 'wal-partial'; stanza: string; timeline: number; walName: string }
   | { kind: 'wal-partial-chunk'; stanza: string; timeline: number; walName: string; seq: number }
   | { kind: 'wal-backup-history'; stanza: string; timeline: number; fileName: string }
@@ -338,7 +361,8 @@ export function parseRepositoryKey(key: string): RepositoryKey | undefined {
     if (m) return { kind: 'wal-partial', stanza, timeline, walName: m[1]! };
     m = PARTIAL_CHUNK_RE.exec(name);
     if (m) return { kind: 'wal-partial-chunk', stanza, timeline, walName: m[1]!, seq: parseInt(m[2]!, 16) };
-    if (isBackupHistoryFileName(name)) return { kind: 'wal-backup-history', stanza, timeline, fileName: name };
+    if (isBackupHistoryFileName(name))
+      return { kind: 'wal-backup-history', stanza, timeline, fileName: name };
     return undefined;
   }
   return undefined;

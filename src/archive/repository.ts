@@ -78,7 +78,10 @@ export interface GetJsonOptions extends CallOptions {
 
 /** A WAL object of the repository with what its key says it is. */
 export type WalObject = ObjectInfo & {
-  parsed: Extract<RepositoryKey, { kind: 'wal-segment' | 'wal-partial' | 'wal-partial-chunk' | 'wal-backup-history' | 'wal-history' }>;
+  parsed: Extract<
+    RepositoryKey,
+    { kind: 'wal-segment' | 'wal-partial' | 'wal-partial-chunk' | 'wal-backup-history' | 'wal-history' }
+  >;
 };
 
 /**
@@ -112,9 +115,13 @@ async function readAll(stream: Readable, key: string, limit: number): Promise<Bu
     size += buf.length;
     if (size > limit) {
       stream.destroy();
-      throw new StorageError('STORAGE_IO', `${key} is larger than ${limit} bytes, too large for a json document`, {
-        key,
-      });
+      throw new StorageError(
+        'STORAGE_IO',
+        `${key} is larger than ${limit} bytes, too large for a json document`,
+        {
+          key,
+        },
+      );
     }
     chunks.push(buf);
   }
@@ -131,16 +138,23 @@ async function readAll(stream: Readable, key: string, limit: number): Promise<Bu
  * const repo = await openRepository(createFsStorage({ root: '/var/lib/pgark' }), { create: true });
  * const stanza = await repo.openStanza('main', { systemIdentifier, pgMajor: 17, walSegmentSize: 16 << 20, create: true });
  */
-export async function openRepository(storage: Storage, options: OpenRepositoryOptions = {}): Promise<Repository> {
+export async function openRepository(
+  storage: Storage,
+  options: OpenRepositoryOptions = {},
+): Promise<Repository> {
   const repo = new Repository(storage);
   const { signal } = options;
   let format: RepositoryFormat | undefined = await repo.readFormat(signal);
   if (format === undefined) {
     if (!options.create) {
-      throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `no pgark repository at ${storage.describe()}`, {
-        key: REPOSITORY_FORMAT_KEY,
-        hint: 'create it first (for example with the create option or `pgark stanza-create`), or check the location',
-      });
+      throw new IntegrityError(
+        'INTEGRITY_REPOSITORY_FORMAT',
+        `no pgark repository at ${storage.describe()}`,
+        {
+          key: REPOSITORY_FORMAT_KEY,
+          hint: 'create it first (for example with the create option or `pgark stanza-create`), or check the location',
+        },
+      );
     }
     const fresh: RepositoryFormat = {
       format: REPOSITORY_FORMAT_VERSION,
@@ -157,9 +171,13 @@ export async function openRepository(storage: Storage, options: OpenRepositoryOp
     // concurrency, so "our create succeeded" does not prove that our object is the one stored.
     format = await repo.readFormat(signal);
     if (format === undefined) {
-      throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `${REPOSITORY_FORMAT_KEY} vanished right after its creation`, {
-        key: REPOSITORY_FORMAT_KEY,
-      });
+      throw new IntegrityError(
+        'INTEGRITY_REPOSITORY_FORMAT',
+        `${REPOSITORY_FORMAT_KEY} vanished right after its creation`,
+        {
+          key: REPOSITORY_FORMAT_KEY,
+        },
+      );
     }
   }
   repo.setFormat(format);
@@ -194,18 +212,26 @@ export class Repository {
     } catch (e) {
       if (isPgarkError(e) && e.code === 'STORAGE_NOT_FOUND') return undefined;
       if (isPgarkError(e) && e.code === 'INTEGRITY_MANIFEST_INVALID') {
-        throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `${REPOSITORY_FORMAT_KEY} is not valid json`, {
-          key: REPOSITORY_FORMAT_KEY,
-          cause: e,
-        });
+        throw new IntegrityError(
+          'INTEGRITY_REPOSITORY_FORMAT',
+          `${REPOSITORY_FORMAT_KEY} is not valid json`,
+          {
+            key: REPOSITORY_FORMAT_KEY,
+            cause: e,
+          },
+        );
       }
       throw e;
     }
     const v = value as Partial<RepositoryFormat> | null;
     if (v === null || typeof v !== 'object' || typeof v.format !== 'number') {
-      throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `${REPOSITORY_FORMAT_KEY} has no format version`, {
-        key: REPOSITORY_FORMAT_KEY,
-      });
+      throw new IntegrityError(
+        'INTEGRITY_REPOSITORY_FORMAT',
+        `${REPOSITORY_FORMAT_KEY} has no format version`,
+        {
+          key: REPOSITORY_FORMAT_KEY,
+        },
+      );
     }
     if (v.format !== REPOSITORY_FORMAT_VERSION) {
       throw new IntegrityError(
@@ -232,7 +258,11 @@ export class Repository {
    */
   async putJson(key: string, value: unknown, options: PutJsonOptions = {}): Promise<PutResult> {
     const body = Buffer.from(canonicalJson(value), 'utf8');
-    return this.storage.put(key, body, { ifAbsent: options.ifAbsent, contentLength: body.length, signal: options.signal });
+    return this.storage.put(key, body, {
+      ifAbsent: options.ifAbsent,
+      contentLength: body.length,
+      signal: options.signal,
+    });
   }
 
   /**
@@ -286,23 +316,36 @@ export class Repository {
     let info = await this.readStanzaInfo(name, signal);
     if (info === undefined) {
       if (!options.create) {
-        throw new StorageError('STORAGE_NOT_FOUND', `stanza ${name} does not exist in ${this.storage.describe()}`, {
-          key,
-          hint: 'create the stanza first',
-        });
+        throw new StorageError(
+          'STORAGE_NOT_FOUND',
+          `stanza ${name} does not exist in ${this.storage.describe()}`,
+          {
+            key,
+            hint: 'create the stanza first',
+          },
+        );
       }
       const { systemIdentifier, pgMajor, walSegmentSize } = options;
       if (typeof systemIdentifier !== 'string' || !/^[0-9]{1,20}$/.test(systemIdentifier)) {
-        throw new ConfigError('CONFIG_INVALID_OPTION', 'creating a stanza needs the cluster\'s systemIdentifier (decimal string)');
+        throw new ConfigError(
+          'CONFIG_INVALID_OPTION',
+          "creating a stanza needs the cluster's systemIdentifier (decimal string)",
+        );
       }
       if (typeof pgMajor !== 'number' || !Number.isInteger(pgMajor) || pgMajor < 10) {
-        throw new ConfigError('CONFIG_INVALID_OPTION', 'creating a stanza needs the server\'s pgMajor');
+        throw new ConfigError('CONFIG_INVALID_OPTION', "creating a stanza needs the server's pgMajor");
       }
       if (typeof walSegmentSize !== 'number') {
-        throw new ConfigError('CONFIG_INVALID_OPTION', 'creating a stanza needs the server\'s walSegmentSize');
+        throw new ConfigError('CONFIG_INVALID_OPTION', "creating a stanza needs the server's walSegmentSize");
       }
       assertWalSegmentSize(walSegmentSize);
-      const fresh: StanzaInfo = { stanza: name, systemIdentifier, pgMajor, walSegmentSize, createdAt: new Date().toISOString() };
+      const fresh: StanzaInfo = {
+        stanza: name,
+        systemIdentifier,
+        pgMajor,
+        walSegmentSize,
+        createdAt: new Date().toISOString(),
+      };
       try {
         await this.putJson(key, fresh, { ifAbsent: true, signal });
       } catch (e) {
@@ -319,7 +362,10 @@ export class Repository {
     return new Stanza(this, info);
   }
 
-  private async readStanzaInfo(name: string, signal: AbortSignal | undefined): Promise<StanzaInfo | undefined> {
+  private async readStanzaInfo(
+    name: string,
+    signal: AbortSignal | undefined,
+  ): Promise<StanzaInfo | undefined> {
     const key = stanzaInfoKey(name);
     let value: unknown;
     try {
@@ -327,7 +373,10 @@ export class Repository {
     } catch (e) {
       if (isPgarkError(e) && e.code === 'STORAGE_NOT_FOUND') return undefined;
       if (isPgarkError(e) && e.code === 'INTEGRITY_MANIFEST_INVALID') {
-        throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `${key} is not valid json`, { key, cause: e });
+        throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `${key} is not valid json`, {
+          key,
+          cause: e,
+        });
       }
       throw e;
     }
@@ -340,7 +389,9 @@ export class Repository {
       typeof v.pgMajor !== 'number' ||
       typeof v.walSegmentSize !== 'number'
     ) {
-      throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `${key} is not a valid stanza description`, { key });
+      throw new IntegrityError('INTEGRITY_REPOSITORY_FORMAT', `${key} is not a valid stanza description`, {
+        key,
+      });
     }
     return {
       stanza: v.stanza,
@@ -369,10 +420,20 @@ function checkStanzaIdentity(info: StanzaInfo, expected: OpenStanzaOptions, key:
     );
   }
   if (expected.pgMajor !== undefined && expected.pgMajor !== info.pgMajor) {
-    mismatch('major version', String(expected.pgMajor), String(info.pgMajor), 'create a new stanza for the upgraded cluster');
+    mismatch(
+      'major version',
+      String(expected.pgMajor),
+      String(info.pgMajor),
+      'create a new stanza for the upgraded cluster',
+    );
   }
   if (expected.walSegmentSize !== undefined && expected.walSegmentSize !== info.walSegmentSize) {
-    mismatch('wal segment size', String(expected.walSegmentSize), String(info.walSegmentSize), 'the stanza belongs to another cluster');
+    mismatch(
+      'wal segment size',
+      String(expected.walSegmentSize),
+      String(info.walSegmentSize),
+      'the stanza belongs to another cluster',
+    );
   }
 }
 
@@ -418,7 +479,10 @@ export class Stanza {
    * backup is durable. Create-only (STORAGE_CONFLICT when present).
    */
   async writeCatalogEntry(backupId: string, entry: unknown, options: CallOptions = {}): Promise<PutResult> {
-    return this.repository.putJson(catalogEntryKey(this.name, backupId), entry, { ifAbsent: true, signal: options.signal });
+    return this.repository.putJson(catalogEntryKey(this.name, backupId), entry, {
+      ifAbsent: true,
+      signal: options.signal,
+    });
   }
 
   /** True when a backup id already has a catalog entry or any object (a writer must pick another). */
@@ -437,7 +501,8 @@ export class Stanza {
    */
   async *listWal(options: CallOptions & { timeline?: number } = {}): AsyncIterable<WalObject> {
     throwIfAborted(options.signal, 'wal listing');
-    const prefix = options.timeline === undefined ? walPrefix(this.name) : walTimelinePrefix(this.name, options.timeline);
+    const prefix =
+      options.timeline === undefined ? walPrefix(this.name) : walTimelinePrefix(this.name, options.timeline);
     for await (const obj of this.storage.list(prefix, { signal: options.signal })) {
       const parsed = parseRepositoryKey(obj.key);
       if (

@@ -69,9 +69,13 @@ function assertValidFsKey(key: string): void {
   assertValidStorageKey(key);
   for (const segment of key.split('/')) {
     if (TEMP_NAME_RE.test(segment)) {
-      throw new StorageError('STORAGE_INVALID_KEY', `invalid storage key ${JSON.stringify(key)}: reserved temporary name`, {
-        key,
-      });
+      throw new StorageError(
+        'STORAGE_INVALID_KEY',
+        `invalid storage key ${JSON.stringify(key)}: reserved temporary name`,
+        {
+          key,
+        },
+      );
     }
   }
 }
@@ -100,11 +104,15 @@ function mapFsError(err: unknown, key: string | undefined, operation: string): E
       });
     case 'ENOSPC':
     case 'EDQUOT':
-      return new StorageError('STORAGE_NO_SPACE', `${what} failed: no space left on device or quota exceeded`, {
-        key,
-        cause: err,
-        hint: 'free space on the repository volume or raise the quota',
-      });
+      return new StorageError(
+        'STORAGE_NO_SPACE',
+        `${what} failed: no space left on device or quota exceeded`,
+        {
+          key,
+          cause: err,
+          hint: 'free space on the repository volume or raise the quota',
+        },
+      );
     case 'ENAMETOOLONG':
       return new StorageError('STORAGE_INVALID_KEY', `${what} failed: name too long for the file system`, {
         key,
@@ -206,7 +214,8 @@ class FsStorage implements Storage {
     let fh: FileHandle | undefined;
     let tempCreated = false;
     const onAbort = (): void => {
-      if (!Buffer.isBuffer(body)) body.destroy(new AbortError(`put of ${key} aborted`, { cause: signal?.reason }));
+      if (!Buffer.isBuffer(body))
+        body.destroy(new AbortError(`put of ${key} aborted`, { cause: signal?.reason }));
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -225,9 +234,13 @@ class FsStorage implements Storage {
       const hash = createHash('sha256');
       let size = 0;
       const tooLong = (): StorageError =>
-        new StorageError('STORAGE_INCOMPLETE_UPLOAD', `body of ${key} is longer than its declared length ${contentLength}`, {
-          key,
-        });
+        new StorageError(
+          'STORAGE_INCOMPLETE_UPLOAD',
+          `body of ${key} is longer than its declared length ${contentLength}`,
+          {
+            key,
+          },
+        );
       if (Buffer.isBuffer(body)) {
         if (contentLength !== undefined && body.length !== contentLength) {
           throw new StorageError(
@@ -372,7 +385,9 @@ class FsStorage implements Storage {
   async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const { signal } = options;
     if (typeof prefix !== 'string' || prefix.includes('\0') || prefix.startsWith('/')) {
-      throw new StorageError('STORAGE_INVALID_KEY', `invalid list prefix ${JSON.stringify(prefix)}`, { key: prefix });
+      throw new StorageError('STORAGE_INVALID_KEY', `invalid list prefix ${JSON.stringify(prefix)}`, {
+        key: prefix,
+      });
     }
     throwIfAborted(signal, 'list');
     // The directory part of the prefix: only keys below it can match.
@@ -387,7 +402,11 @@ class FsStorage implements Storage {
     yield* this.walk(dirPart, prefix, signal);
   }
 
-  private async *walk(relDir: string, prefix: string, signal: AbortSignal | undefined): AsyncGenerator<ObjectInfo> {
+  private async *walk(
+    relDir: string,
+    prefix: string,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<ObjectInfo> {
     const absDir = relDir === '' ? this.root : this.pathOf(relDir);
     let entries;
     try {

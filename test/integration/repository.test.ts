@@ -88,7 +88,10 @@ describe.each(DRIVERS)('repository on $name', (driver) => {
   });
 
   it('creates the format object once (concurrent creators agree) and checks it on open', async () => {
-    const [a, b] = await Promise.all([openRepository(storage, { create: true }), openRepository(storage, { create: true })]);
+    const [a, b] = await Promise.all([
+      openRepository(storage, { create: true }),
+      openRepository(storage, { create: true }),
+    ]);
     // On an atomic store both see the one object created; on Swift the later writer may win after
     // the first one read back its own (both objects are valid format 1 either way).
     if (driver.atomicIfAbsent) expect(a.format).toEqual(b.format);
@@ -97,7 +100,11 @@ describe.each(DRIVERS)('repository on $name', (driver) => {
     const again = await openRepository(storage);
     expect([a.format, b.format]).toContainEqual(again.format);
     const stored = await again.getJson<Record<string, unknown>>('pgark.json');
-    expect(stored).toEqual({ format: 1, createdAt: again.format.createdAt, createdBy: `pgark ${PGARK_VERSION}` });
+    expect(stored).toEqual({
+      format: 1,
+      createdAt: again.format.createdAt,
+      createdBy: `pgark ${PGARK_VERSION}`,
+    });
   });
 
   it('refuses an unknown, newer or broken format object', async () => {
@@ -125,16 +132,40 @@ describe.each(DRIVERS)('repository on $name', (driver) => {
 
   it('holds two stanzas and keeps each cluster to its own', async () => {
     const repo = await openRepository(storage);
-    const a = await repo.openStanza('alpha', { systemIdentifier: SYSID_A, pgMajor: 17, walSegmentSize: SEG, create: true });
-    const b = await repo.openStanza('beta', { systemIdentifier: SYSID_B, pgMajor: 15, walSegmentSize: SEG, create: true });
-    expect(a.info).toMatchObject({ stanza: 'alpha', systemIdentifier: SYSID_A, pgMajor: 17, walSegmentSize: SEG });
+    const a = await repo.openStanza('alpha', {
+      systemIdentifier: SYSID_A,
+      pgMajor: 17,
+      walSegmentSize: SEG,
+      create: true,
+    });
+    const b = await repo.openStanza('beta', {
+      systemIdentifier: SYSID_B,
+      pgMajor: 15,
+      walSegmentSize: SEG,
+      create: true,
+    });
+    expect(a.info).toMatchObject({
+      stanza: 'alpha',
+      systemIdentifier: SYSID_A,
+      pgMajor: 17,
+      walSegmentSize: SEG,
+    });
     expect(b.info.systemIdentifier).toBe(SYSID_B);
     expect(await repo.listStanzas()).toEqual(['alpha', 'beta']);
 
     // Re-opening: with the same identity, with none (readers), and create on an existing one.
     expect((await repo.openStanza('alpha', { systemIdentifier: SYSID_A })).info).toEqual(a.info);
     expect((await repo.openStanza('beta')).info).toEqual(b.info);
-    expect((await repo.openStanza('alpha', { systemIdentifier: SYSID_A, pgMajor: 17, walSegmentSize: SEG, create: true })).info).toEqual(a.info);
+    expect(
+      (
+        await repo.openStanza('alpha', {
+          systemIdentifier: SYSID_A,
+          pgMajor: 17,
+          walSegmentSize: SEG,
+          create: true,
+        })
+      ).info,
+    ).toEqual(a.info);
 
     // Another cluster may not use a stanza: not by open, not by create.
     for (const opts of [
@@ -156,11 +187,15 @@ describe.each(DRIVERS)('repository on $name', (driver) => {
     expect(absent).toBeInstanceOf(StorageError);
     expect(absent.code).toBe('STORAGE_NOT_FOUND');
     for (const name of ['', '../x', 'a/b', 'x'.repeat(65)]) {
-      const err = await rejection(repo.openStanza(name, { create: true, systemIdentifier: SYSID_A, pgMajor: 17, walSegmentSize: SEG }));
+      const err = await rejection(
+        repo.openStanza(name, { create: true, systemIdentifier: SYSID_A, pgMajor: 17, walSegmentSize: SEG }),
+      );
       expect(err).toBeInstanceOf(ConfigError);
       expect(err.code).toBe('CONFIG_INVALID_IDENTIFIER');
     }
-    const noId = await rejection(repo.openStanza('gamma', { create: true, pgMajor: 17, walSegmentSize: SEG }));
+    const noId = await rejection(
+      repo.openStanza('gamma', { create: true, pgMajor: 17, walSegmentSize: SEG }),
+    );
     expect(noId.code).toBe('CONFIG_INVALID_OPTION');
     expect(await repo.listStanzas()).toEqual(['alpha', 'beta']);
   });
@@ -180,12 +215,17 @@ describe.each(DRIVERS)('repository on $name', (driver) => {
 
     const put = await stanza.writeCatalogEntry(done, { backupId: done, bytes: 9 });
     expect(await stanza.listBackupIds()).toEqual([done]);
-    expect(await stanza.readCatalogEntry(done, { expectedSha256: put.sha256 })).toEqual({ backupId: done, bytes: 9 });
+    expect(await stanza.readCatalogEntry(done, { expectedSha256: put.sha256 })).toEqual({
+      backupId: done,
+      bytes: 9,
+    });
     const wrong = await rejection(stanza.readCatalogEntry(done, { expectedSha256: '0'.repeat(64) }));
     expect(wrong.code).toBe('INTEGRITY_CHECKSUM_MISMATCH');
     const twice = await rejection(stanza.writeCatalogEntry(done, { backupId: done, bytes: 1 }));
     expect(twice.code).toBe('STORAGE_CONFLICT');
-    expect(((await rejection(stanza.readCatalogEntry(running))) as StorageError).code).toBe('STORAGE_NOT_FOUND');
+    expect(((await rejection(stanza.readCatalogEntry(running))) as StorageError).code).toBe(
+      'STORAGE_NOT_FOUND',
+    );
 
     // The other stanza sees none of it.
     const beta = await repo.openStanza('beta');
@@ -218,6 +258,8 @@ describe.each(DRIVERS)('repository on $name', (driver) => {
     ]);
     const tl2 = [];
     for await (const o of stanza.listWal({ timeline: 2 })) tl2.push(o.parsed);
-    expect(tl2).toEqual([{ kind: 'wal-segment', stanza: 'beta', timeline: 2, walName: '000000020000000000000003' }]);
+    expect(tl2).toEqual([
+      { kind: 'wal-segment', stanza: 'beta', timeline: 2, walName: '000000020000000000000003' },
+    ]);
   });
 });

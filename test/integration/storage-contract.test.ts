@@ -128,7 +128,11 @@ async function sha256OfStream(stream: Readable): Promise<{ sha256: string; size:
   return { sha256: hash.digest('hex'), size };
 }
 
-async function readAll(storage: Storage, key: string, range?: { start: number; end?: number }): Promise<Buffer> {
+async function readAll(
+  storage: Storage,
+  key: string,
+  range?: { start: number; end?: number },
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of await storage.get(key, range ? { range } : {})) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
@@ -158,7 +162,11 @@ function byUtf8(a: string, b: string): number {
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight. */
-async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<unknown>): Promise<void> {
+async function inParallel<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<unknown>,
+): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(limit, items.length) }, async () => {
@@ -197,24 +205,32 @@ describe.each([FS_FACTORY, S3_FACTORY])('storage contract: $name', (factory) => 
       ['two parts + 1 byte', 2 * d.partSizeBytes + 1],
     ];
 
-    it.each(['buffer', 'stream', 'stream with contentLength'] as const)('%s bodies of 0, 1, part, parts+1 bytes', async (mode) => {
-      for (const [label, size] of sizes()) {
-        const data = randomBytes(size);
-        const key = `rt/${mode.replace(/ /g, '-')}/${size}`;
-        const body = mode === 'buffer' ? data : Readable.from(size === 0 ? [] : [data.subarray(0, 7), data.subarray(7)].filter((b) => b.length > 0));
-        const res = await storage.put(key, body, mode === 'stream' ? {} : { contentLength: size });
-        expect(res.size, label).toBe(size);
-        expect(res.sha256, label).toBe(sha(data));
-        expect(res.key).toBe(key);
-        const info = await storage.head(key);
-        expect(info?.size, label).toBe(size);
-        expect(info?.key).toBe(key);
-        const back = await readAll(storage, key);
-        expect(back.length, label).toBe(size);
-        expect(sha(back), label).toBe(sha(data));
-      }
-      expect(await d.leftovers()).toEqual([]);
-    });
+    it.each(['buffer', 'stream', 'stream with contentLength'] as const)(
+      '%s bodies of 0, 1, part, parts+1 bytes',
+      async (mode) => {
+        for (const [label, size] of sizes()) {
+          const data = randomBytes(size);
+          const key = `rt/${mode.replace(/ /g, '-')}/${size}`;
+          const body =
+            mode === 'buffer'
+              ? data
+              : Readable.from(
+                  size === 0 ? [] : [data.subarray(0, 7), data.subarray(7)].filter((b) => b.length > 0),
+                );
+          const res = await storage.put(key, body, mode === 'stream' ? {} : { contentLength: size });
+          expect(res.size, label).toBe(size);
+          expect(res.sha256, label).toBe(sha(data));
+          expect(res.key).toBe(key);
+          const info = await storage.head(key);
+          expect(info?.size, label).toBe(size);
+          expect(info?.key).toBe(key);
+          const back = await readAll(storage, key);
+          expect(back.length, label).toBe(size);
+          expect(sha(back), label).toBe(sha(data));
+        }
+        expect(await d.leftovers()).toEqual([]);
+      },
+    );
 
     it('overwrites an existing key whole', async () => {
       await storage.put('ow/key', Buffer.from('first version'));
@@ -244,9 +260,15 @@ describe.each([FS_FACTORY, S3_FACTORY])('storage contract: $name', (factory) => 
     });
 
     it('reads a start-end range, both ends inclusive', async () => {
-      expect((await readAll(storage, 'range/obj', { start: 1000, end: 1999 })).equals(data.subarray(1000, 2000))).toBe(true);
-      expect((await readAll(storage, 'range/obj', { start: 0, end: 0 })).equals(data.subarray(0, 1))).toBe(true);
-      expect((await readAll(storage, 'range/obj', { start: 9999, end: 9999 })).equals(data.subarray(9999))).toBe(true);
+      expect(
+        (await readAll(storage, 'range/obj', { start: 1000, end: 1999 })).equals(data.subarray(1000, 2000)),
+      ).toBe(true);
+      expect((await readAll(storage, 'range/obj', { start: 0, end: 0 })).equals(data.subarray(0, 1))).toBe(
+        true,
+      );
+      expect(
+        (await readAll(storage, 'range/obj', { start: 9999, end: 9999 })).equals(data.subarray(9999)),
+      ).toBe(true);
     });
 
     it('reads a start-only range to the end', async () => {
@@ -254,7 +276,9 @@ describe.each([FS_FACTORY, S3_FACTORY])('storage contract: $name', (factory) => 
     });
 
     it('clamps an end beyond the object, as HTTP ranges do', async () => {
-      expect((await readAll(storage, 'range/obj', { start: 9000, end: 20_000 })).equals(data.subarray(9000))).toBe(true);
+      expect(
+        (await readAll(storage, 'range/obj', { start: 9000, end: 20_000 })).equals(data.subarray(9000)),
+      ).toBe(true);
     });
 
     it('refuses a range starting beyond the end', async () => {
@@ -307,7 +331,13 @@ describe.each([FS_FACTORY, S3_FACTORY])('storage contract: $name', (factory) => 
       const expected = keys.filter((k) => k.startsWith('list/k0001'));
       expect(expected.length).toBe(10);
       expect(await keysOf(storage, 'list/k0001')).toEqual(expected);
-      expect(await keysOf(storage, 'list/a')).toEqual(['list/a-b', 'list/a.c', 'list/a/x', 'list/a/y/z', 'list/a0']);
+      expect(await keysOf(storage, 'list/a')).toEqual([
+        'list/a-b',
+        'list/a.c',
+        'list/a/x',
+        'list/a/y/z',
+        'list/a0',
+      ]);
       expect(await keysOf(storage, 'list/a/')).toEqual(['list/a/x', 'list/a/y/z']);
       expect(await keysOf(storage, 'list/nothing-here')).toEqual([]);
       expect(await keysOf(storage, 'no-such-prefix/')).toEqual([]);
@@ -335,18 +365,22 @@ describe.each([FS_FACTORY, S3_FACTORY])('storage contract: $name', (factory) => 
   });
 
   describe('conditional create (ifAbsent)', () => {
-    it.each(['buffer', 'stream'] as const)('a second create of the same key conflicts and leaves the first (%s)', async (mode) => {
-      const key = `cond/${mode}`;
-      const body = (s: string): Buffer | Readable => (mode === 'buffer' ? Buffer.from(s) : Readable.from([Buffer.from(s)]));
-      const first = await storage.put(key, body('original'), { ifAbsent: true });
-      expect(first.size).toBe(8);
-      const err = await rejection(storage.put(key, body('intruder!'), { ifAbsent: true }));
-      expect(err).toBeInstanceOf(StorageError);
-      expect((err as StorageError).code).toBe('STORAGE_CONFLICT');
-      expect((err as StorageError).key).toBe(key);
-      expect((await readAll(storage, key)).toString()).toBe('original');
-      expect(await d.leftovers()).toEqual([]);
-    });
+    it.each(['buffer', 'stream'] as const)(
+      'a second create of the same key conflicts and leaves the first (%s)',
+      async (mode) => {
+        const key = `cond/${mode}`;
+        const body = (s: string): Buffer | Readable =>
+          mode === 'buffer' ? Buffer.from(s) : Readable.from([Buffer.from(s)]);
+        const first = await storage.put(key, body('original'), { ifAbsent: true });
+        expect(first.size).toBe(8);
+        const err = await rejection(storage.put(key, body('intruder!'), { ifAbsent: true }));
+        expect(err).toBeInstanceOf(StorageError);
+        expect((err as StorageError).code).toBe('STORAGE_CONFLICT');
+        expect((err as StorageError).key).toBe(key);
+        expect((await readAll(storage, key)).toString()).toBe('original');
+        expect(await d.leftovers()).toEqual([]);
+      },
+    );
 
     it('concurrent creators of one key: exactly one wins where the store is atomic; never a torn object', async () => {
       let roundsWithOneWinner = 0;
@@ -372,7 +406,9 @@ describe.each([FS_FACTORY, S3_FACTORY])('storage contract: $name', (factory) => 
       const size = d.partSizeBytes + 1;
       const a = randomBytes(size);
       await storage.put('cond/large', Readable.from([a]), { ifAbsent: true });
-      const err = await rejection(storage.put('cond/large', Readable.from([randomBytes(size)]), { ifAbsent: true }));
+      const err = await rejection(
+        storage.put('cond/large', Readable.from([randomBytes(size)]), { ifAbsent: true }),
+      );
       expect((err as StorageError).code).toBe('STORAGE_CONFLICT');
       expect(sha(await readAll(storage, 'cond/large'))).toBe(sha(a));
       expect(await d.leftovers()).toEqual([]);
@@ -418,7 +454,9 @@ describe.each([FS_FACTORY, S3_FACTORY])('storage contract: $name', (factory) => 
         [300, 100],
       ] as const) {
         const key = `fail/length-${actual}-${declared}`;
-        const err = await rejection(storage.put(key, Readable.from([randomBytes(actual)]), { contentLength: declared }));
+        const err = await rejection(
+          storage.put(key, Readable.from([randomBytes(actual)]), { contentLength: declared }),
+        );
         expect(err, key).toBeInstanceOf(StorageError);
         expect((err as StorageError).code, key).toBe('STORAGE_INCOMPLETE_UPLOAD');
         expect(await storage.head(key)).toBeUndefined();

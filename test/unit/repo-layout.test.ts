@@ -45,11 +45,15 @@ describe('repo-layout key builders', () => {
     expect(catalogEntryKey('main', ID)).toBe(`stanzas/main/catalog/${ID}.json`);
     expect(backupPrefix('main', ID)).toBe(`stanzas/main/backups/${ID}/`);
     expect(backupArchiveKey('main', ID, 'base.tar.zst')).toBe(`stanzas/main/backups/${ID}/base.tar.zst`);
-    expect(backupArchiveKey('main', ID, backupArchiveName(16385, 'gz'))).toBe(`stanzas/main/backups/${ID}/16385.tar.gz`);
+    expect(backupArchiveKey('main', ID, backupArchiveName(16385, 'gz'))).toBe(
+      `stanzas/main/backups/${ID}/16385.tar.gz`,
+    );
     expect(backupArchiveName('base')).toBe('base.tar');
     expect(backupManifestKey('main', ID)).toBe(`stanzas/main/backups/${ID}/backup_manifest`);
     expect(backupWalKey('main', ID, SEG)).toBe(`stanzas/main/backups/${ID}/wal/${SEG}`);
-    expect(backupWalKey('main', ID, '00000002.history')).toBe(`stanzas/main/backups/${ID}/wal/00000002.history`);
+    expect(backupWalKey('main', ID, '00000002.history')).toBe(
+      `stanzas/main/backups/${ID}/wal/00000002.history`,
+    );
     expect(walTimelinePrefix('main', 1)).toBe('stanzas/main/wal/00000001/');
     expect(walSegmentKey('main', SEG)).toBe(`stanzas/main/wal/00000001/${SEG}`);
     expect(walSegmentKey('main', SEG2, 'zst')).toBe(`stanzas/main/wal/00000002/${SEG2}.zst`);
@@ -98,7 +102,11 @@ describe('parseRepositoryKey', () => {
   it('inverts every builder', () => {
     expect(parseRepositoryKey('pgark.json')).toEqual({ kind: 'repository-format' });
     expect(parseRepositoryKey(stanzaInfoKey('s1'))).toEqual({ kind: 'stanza-info', stanza: 's1' });
-    expect(parseRepositoryKey(catalogEntryKey('s1', ID))).toEqual({ kind: 'catalog-entry', stanza: 's1', backupId: ID });
+    expect(parseRepositoryKey(catalogEntryKey('s1', ID))).toEqual({
+      kind: 'catalog-entry',
+      stanza: 's1',
+      backupId: ID,
+    });
     expect(parseRepositoryKey(backupArchiveKey('s1', ID, 'base.tar'))).toEqual({
       kind: 'backup-archive',
       stanza: 's1',
@@ -114,14 +122,23 @@ describe('parseRepositoryKey', () => {
       tablespace: 16385,
       compression: 'lz4',
     });
-    expect(parseRepositoryKey(backupManifestKey('s1', ID))).toEqual({ kind: 'backup-manifest', stanza: 's1', backupId: ID });
+    expect(parseRepositoryKey(backupManifestKey('s1', ID))).toEqual({
+      kind: 'backup-manifest',
+      stanza: 's1',
+      backupId: ID,
+    });
     expect(parseRepositoryKey(backupWalKey('s1', ID, SEG))).toEqual({
       kind: 'backup-wal',
       stanza: 's1',
       backupId: ID,
       walName: SEG,
     });
-    expect(parseRepositoryKey(walSegmentKey('s1', SEG))).toEqual({ kind: 'wal-segment', stanza: 's1', timeline: 1, walName: SEG });
+    expect(parseRepositoryKey(walSegmentKey('s1', SEG))).toEqual({
+      kind: 'wal-segment',
+      stanza: 's1',
+      timeline: 1,
+      walName: SEG,
+    });
     expect(parseRepositoryKey(walSegmentKey('s1', SEG2, 'gz'))).toEqual({
       kind: 'wal-segment',
       stanza: 's1',
@@ -129,7 +146,12 @@ describe('parseRepositoryKey', () => {
       walName: SEG2,
       compression: 'gz',
     });
-    expect(parseRepositoryKey(walPartialKey('s1', SEG))).toEqual({ kind: 'wal-partial', stanza: 's1', timeline: 1, walName: SEG });
+    expect(parseRepositoryKey(walPartialKey('s1', SEG))).toEqual({
+      kind: 'wal-partial',
+      stanza: 's1',
+      timeline: 1,
+      walName: SEG,
+    });
     expect(parseRepositoryKey(walPartialChunkKey('s1', SEG, 300))).toEqual({
       kind: 'wal-partial-chunk',
       stanza: 's1',
@@ -137,7 +159,11 @@ describe('parseRepositoryKey', () => {
       walName: SEG,
       seq: 300,
     });
-    expect(parseRepositoryKey(walHistoryKey('s1', 3))).toEqual({ kind: 'wal-history', stanza: 's1', timeline: 3 });
+    expect(parseRepositoryKey(walHistoryKey('s1', 3))).toEqual({
+      kind: 'wal-history',
+      stanza: 's1',
+      timeline: 3,
+    });
     expect(parseRepositoryKey(walBackupHistoryKey('s1', `${SEG}.00000028.backup`))).toEqual({
       kind: 'wal-backup-history',
       stanza: 's1',
@@ -169,7 +195,9 @@ describe('parseRepositoryKey', () => {
 
 describe('canonicalJson', () => {
   it('sorts keys at every level and drops undefined', () => {
-    expect(canonicalJson({ b: 1, a: { d: [{ z: 1, y: 2 }], c: undefined } })).toBe('{"a":{"d":[{"y":2,"z":1}]},"b":1}\n');
+    expect(canonicalJson({ b: 1, a: { d: [{ z: 1, y: 2 }], c: undefined } })).toBe(
+      '{"a":{"d":[{"y":2,"z":1}]},"b":1}\n',
+    );
     expect(canonicalJson({ n: 5n })).toBe('{"n":"5"}\n');
   });
 });

@@ -7,16 +7,33 @@ describe('parseStorageLocation', () => {
   it('parses s3 urls', () => {
     expect(parseStorageLocation('s3://backups')).toEqual({ kind: 's3', bucket: 'backups', prefix: '' });
     expect(parseStorageLocation('s3://backups/')).toEqual({ kind: 's3', bucket: 'backups', prefix: '' });
-    expect(parseStorageLocation('s3://backups/prod/db1/')).toEqual({ kind: 's3', bucket: 'backups', prefix: 'prod/db1' });
+    expect(parseStorageLocation('s3://backups/prod/db1/')).toEqual({
+      kind: 's3',
+      bucket: 'backups',
+      prefix: 'prod/db1',
+    });
   });
   it('parses directory paths and file urls', () => {
     expect(parseStorageLocation('/var/lib/pgark')).toEqual({ kind: 'fs', root: '/var/lib/pgark' });
     expect(parseStorageLocation('/var/lib/pgark/')).toEqual({ kind: 'fs', root: '/var/lib/pgark' });
     expect(parseStorageLocation('repo')).toEqual({ kind: 'fs', root: resolve('repo') });
-    expect(parseStorageLocation('file:///mnt/backup%20disk')).toEqual({ kind: 'fs', root: '/mnt/backup disk' });
+    expect(parseStorageLocation('file:///mnt/backup%20disk')).toEqual({
+      kind: 'fs',
+      root: '/mnt/backup disk',
+    });
   });
   it('refuses everything else with CONFIG_INVALID_LOCATION', () => {
-    for (const bad of ['', '   ', 's3://', 's3:///prefix', 's3://b/a//c', 's3://b/../x', 'gs://bucket/x', 'file://relative', 'a\0b']) {
+    for (const bad of [
+      '',
+      '   ',
+      's3://',
+      's3:///prefix',
+      's3://b/a//c',
+      's3://b/../x',
+      'gs://bucket/x',
+      'file://relative',
+      'a\0b',
+    ]) {
       let err: unknown;
       try {
         parseStorageLocation(bad);
