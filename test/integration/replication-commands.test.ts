@@ -8,7 +8,8 @@
  */
 import net from 'node:net';
 import { inspect } from 'node:util';
-import { chownSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type Major, type TestCluster } from '../harness/postgres';
@@ -313,6 +314,49 @@ describe('PostgreSQL 16: connection failures', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  it('TLS: require against a server without ssl → CONNECTION_TLS_FAILED; prefer falls back to plain TCP', async () => {
+    const err = await failure(ReplicationConnection.connect(opts(cluster(), { ssl: 'require' })));
+    expect((err as ConnectionError).code).toBe('CONNECTION_TLS_FAILED');
+    const conn = await ReplicationConnection.connect(opts(cluster(), { ssl: 'prefer' }));
+    expect((await identifySystem(conn)).timeline).toBe(1);
+    await conn.close();
+  });
+
+  it('TLS: require, verify-ca and verify-full against a self-signed server certificate', async () => {
+    // Certificate for 127.0.0.1, written into the data directory (owned by the server user), ssl turned on by reload.
+    const dir = cluster().dataDir;
+    const crt = join(dir, 'test-server.crt');
+    const key = join(dir, 'test-server.key');
+    const other = join(dir, 'test-other.crt');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', crt], { stdio: 'ignore' });
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=other', '-keyout', join(dir, 'test-other.key'), '-out', other], { stdio: 'ignore' });
+    const st = statSync(dir);
+    for (const f of [crt, key]) chownSync(f, st.uid, st.gid);
+    chmodSync(key, 0o600);
+    await cluster().query(`ALTER SYSTEM SET ssl_cert_file = '${crt}'`);
+    await cluster().query(`ALTER SYSTEM SET ssl_key_file = '${key}'`);
+    await cluster().query('ALTER SYSTEM SET ssl = on');
+    await cluster().query('SELECT pg_reload_conf()');
+    await new Promise((r) => setTimeout(r, 500));
+    const ca = readFileSync(crt);
+    for (const ssl of ['require', { mode: 'verify-ca', ca }, { mode: 'verify-full', ca }] as const) {
+      const conn = await ReplicationConnection.connect(opts(cluster(), { ssl }));
+      const [row] = await cluster().query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = $1', [conn.processId]);
+      expect(row?.ssl).toBe(true);
+      expect((await identifySystem(conn)).timeline).toBe(1);
+      await conn.close();
+    }
+    const wrongCa = await failure(ReplicationConnection.connect(opts(cluster(), { ssl: { mode: 'verify-full', ca: readFileSync(other) } })));
+    expect((wrongCa as ConnectionError).code).toBe('CONNECTION_TLS_FAILED');
+    const noCa = await failure(ReplicationConnection.connect(opts(cluster(), { ssl: 'verify-full' })));
+    expect((noCa as ConnectionError).code).toBe('CONNECTION_TLS_FAILED');
+    const bad = await failure(ReplicationConnection.connect(opts(cluster(), { ssl: 'require', password: 'wrong-over-tls-pw-77' })));
+    secrets.push('wrong-over-tls-pw-77');
+    expect((bad as ConnectionError).code).toBe('CONNECTION_AUTH_FAILED');
+    await cluster().query('ALTER SYSTEM SET ssl = off');
+    await cluster().query('SELECT pg_reload_conf()');
   });
 
   it('close() is idempotent and a closed connection refuses commands', async () => {
