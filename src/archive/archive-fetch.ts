@@ -125,7 +125,7 @@ export async function archiveFetch(options: ArchiveFetchOptions): Promise<Archiv
         ? walHistoryKey(stanza, timelineOfHistoryFile(walName))
         : kind === 'backup-history'
           ? walBackupHistoryKey(stanza, walName)
-          : walPartialKey(stanza, walName);
+          : walPartialKey(stanza, walName.substring(0, walName.length - '.partial'.length));
     result = { found: false, walName, kind, fromSpool: false, prefetched: 0 };
     let stream: Readable | undefined;
     try {

@@ -124,9 +124,16 @@ export async function archivePush(options: ArchivePushOptions): Promise<ArchiveP
       systemIdentifier: info.systemIdentifier,
       pgMajor: info.pgMajor,
     });
-    body = createReadStream(walPath).on('error', (e) => check!.destroy(e)).pipe(check);
+    const file = createReadStream(walPath);
+    file.on('error', (e) => check!.destroy(e));
+    check.on('close', () => file.destroy());
+    // The driver may start reading only after it has opened its side (a temp file, an upload), and
+    // the bytes already flow into the check: keep a failure of the check from being an unhandled
+    // 'error' event until then. The driver still sees it: iterating an errored stream throws.
+    check.on('error', () => undefined);
+    body = file.pipe(check);
   } else if (kind === 'partial') {
-    key = walPartialKey(stanza, walName);
+    key = walPartialKey(stanza, walName.substring(0, walName.length - '.partial'.length));
     body = createReadStream(walPath);
   } else {
     if (fileSize > MAX_SMALL_FILE_BYTES) {
@@ -157,6 +164,7 @@ export async function archivePush(options: ArchivePushOptions): Promise<ArchiveP
     emitDurable(options, result, info.walSegmentSize);
     return result;
   } catch (e) {
+    body.destroy();
     if (!(isPgarkError(e) && e.code === 'STORAGE_CONFLICT')) throw e;
     // Another run (or the streaming archiver) stored the key first: same bytes → done.
     localSha ??= (await sha256OfStream(createReadStream(walPath))).sha256;
