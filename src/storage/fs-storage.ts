@@ -85,6 +85,18 @@ function mapFsError(err: unknown, key: string | undefined, operation: string): E
   if (isPgarkError(err)) return err;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const what = key === undefined ? operation : `${operation} of ${key}`;
+  if (operation === 'put' && (code === 'ENOTDIR' || code === 'EISDIR')) {
+    // S3 can hold both `a` and `a/b`; a directory tree cannot.
+    return new StorageError(
+      'STORAGE_IO',
+      `${what} failed: a key cannot be both an object and a prefix of another`,
+      {
+        key,
+        cause: err,
+        hint: 'on a directory repository a key may not be a prefix of another key followed by "/"',
+      },
+    );
+  }
   switch (code) {
     case 'ENOENT':
     case 'ENOTDIR':

@@ -13,7 +13,7 @@
  * mount, chattr and runuser need root: when not root this file FAILS with a message saying so (no
  * silent skip). Run it as root (the CI container does).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -135,6 +135,57 @@ describe('fs driver faults', () => {
     expect((await storage.head('present'))?.size).toBe(4);
     execFileSync('chattr', ['-i', root]);
     expect(filesUnder(root)).toEqual([join(root, 'present')]);
+  });
+
+  it('a writer killed mid-put (SIGKILL) leaves nothing under the key; the stray temp file is never listed', async () => {
+    const root = join(base, 'crash');
+    mkdirSync(root);
+    const script = join(base, 'crash-writer.mts');
+    // Writes 1 MiB chunks slowly and never ends: the parent kills it once bytes are on disk.
+    writeFileSync(
+      script,
+      `import { Readable } from 'node:stream';
+import { createFsStorage } from ${JSON.stringify(join(REPO_ROOT, 'src/storage/fs-storage.ts'))};
+const storage = createFsStorage({ root: ${JSON.stringify(root)} });
+let n = 0;
+const body = new Readable({ read() { setTimeout(() => { n++; this.push(Buffer.alloc(1024 * 1024, n)); if (n === 4) process.stdout.write('written\\n'); }, 20); } });
+await storage.put('wal/000000010000000000000001', body);
+`,
+    );
+    // node itself (tsx as a loader, not the tsx wrapper process) so that the kill hits the writer.
+    const child = spawn(process.execPath, ['--import', 'tsx', script], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise<void>((resolveWritten, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        if (d.toString().includes('written')) resolveWritten();
+      });
+      child.once('exit', (code) => reject(new Error(`writer exited early with ${code}`)));
+    });
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('close', r));
+    const storage = createFsStorage({ root });
+    expect(await storage.head('wal/000000010000000000000001')).toBeUndefined();
+    const listed: string[] = [];
+    for await (const o of storage.list('')) listed.push(o.key);
+    expect(listed).toEqual([]);
+    const onDisk = filesUnder(root);
+    expect(onDisk.length).toBe(1);
+    expect(onDisk[0]).toMatch(/\/wal\/\.000000010000000000000001\.tmp-[0-9a-f]{16}$/);
+    // A new put of the same key is not disturbed by the stray temporary file.
+    await storage.put('wal/000000010000000000000001', Buffer.from('whole'));
+    expect((await storage.head('wal/000000010000000000000001'))?.size).toBe(5);
+  });
+
+  it('a key that is also a prefix of another key is refused on a directory (STORAGE_IO), nothing changed', async () => {
+    const root = join(base, 'prefix-clash');
+    mkdirSync(root);
+    const storage = createFsStorage({ root });
+    await storage.put('a/b', Buffer.from('1'));
+    expect((await rejection(storage.put('a', Buffer.from('2')))).code).toBe('STORAGE_IO');
+    expect((await rejection(storage.put('a/b/c', Buffer.from('3')))).code).toBe('STORAGE_IO');
+    expect(filesUnder(root)).toEqual([join(root, 'a', 'b')]);
   });
 
   it('permission denied for an unprivileged user (EACCES) → STORAGE_ACCESS_DENIED', () => {
