@@ -69,7 +69,11 @@ describe('wal archiver killed with SIGKILL (PG15, fs)', () => {
     const p = spawnArchiver(config);
     const deadline = Date.now() + 90_000;
     while (p.flushedLsn() < target) {
-      if (Date.now() > deadline) throw new Error(`archiver did not reach ${formatLsn(target)} (at ${formatLsn(p.flushedLsn())})`);
+      if (Date.now() > deadline) {
+        p.kill('SIGKILL');
+        await p.exited;
+        throw new Error(`archiver did not reach ${formatLsn(target)} (at ${formatLsn(p.flushedLsn())}); last events ${JSON.stringify(p.events.slice(-8))}`);
+      }
       await sleep(100);
     }
     p.kill('SIGTERM');

@@ -16,7 +16,8 @@ export interface ArchiverProcess {
 }
 
 export function spawnArchiver(config: Record<string, unknown>): ArchiverProcess {
-  const child = spawn(resolve(ROOT, 'node_modules/.bin/tsx'), [resolve(ROOT, 'test/harness/archiver-child.ts')], {
+  // node itself with tsx's loader (not the tsx wrapper): SIGKILL must hit the archiver's own process.
+  const child = spawn(process.execPath, ['--import', 'tsx', resolve(ROOT, 'test/harness/archiver-child.ts')], {
     cwd: ROOT,
     env: { ...process.env, PGARK_ARCHIVER_CHILD: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -49,7 +50,7 @@ export function spawnArchiver(config: Record<string, unknown>): ArchiverProcess 
   });
   const exited = new Promise<number | string>((res) => {
     child.on('exit', (code, signal) => {
-      if (code !== 0 && code !== null && stderr) process.stderr.write(`archiver child stderr:\n${stderr.slice(-4000)}\n`);
+      if (code !== 0 && stderr) process.stderr.write(`archiver child stderr:\n${stderr.slice(-4000)}\n`);
       res(code ?? signal ?? -1);
     });
   });

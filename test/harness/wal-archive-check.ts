@@ -58,7 +58,19 @@ export async function checkArchive(storage: Storage, stanza: string, pgWalDir: s
     out.partial = name;
     const { segno } = parseWalFileName(name, segSize);
     if (prev !== undefined && segno !== prev + 1n) out.gaps.push(name);
-    const { bytes } = await readArchivedPartial(storage, stanza, name, segSize);
+    let bytes: Buffer;
+    try {
+      ({ bytes } = await readArchivedPartial(storage, stanza, name, segSize));
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'STORAGE_NOT_FOUND') throw e;
+      bytes = Buffer.alloc(0);
+    }
+    // A running archiver may have completed the segment (and deleted its chunks) since the listing.
+    if (bytes.length === 0 && (await storage.head(`stanzas/${stanza}/wal/${name.substring(0, 8)}/${name}`))) {
+      out.segments.push(name);
+      out.durableEnd = segmentStartLsn(segno + 1n, segSize);
+      return out;
+    }
     const onDisk = join(pgWalDir, name);
     if (existsSync(onDisk)) {
       const disk = readFileSync(onDisk);
