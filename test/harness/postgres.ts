@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import pg from 'pg';
 import {
   chownTree,
@@ -226,10 +226,32 @@ function sweepLeftovers(): void {
 }
 
 const liveClusters = new Map<string, { pgCtl: string }>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
+
+/*
+ * Watchdog: vitest ends its fork workers with a signal, so 'exit' handlers do not run there. One
+ * small detached shell per test process waits for that process to disappear, then stops (SIGQUIT =
+ * immediate shutdown) and removes every cluster whose owner.json names it. Clusters destroyed normally
+ * have no owner.json any more and are left alone.
+ */
+const WATCHDOG_SCRIPT = `
+pid=$1; root=$2
+while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+for f in "$root"/*/owner.json; do
+  [ -f "$f" ] || continue
+  grep -q "pid.:$pid," "$f" || continue
+  dir=\${f%/owner.json}
+  pm=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null || true)
+  if [ -n "$pm" ] && kill -QUIT "$pm" 2>/dev/null; then
+    i=0; while kill -0 "$pm" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  fi
+  rm -rf "$dir"
+done
+`;
+
+let cleanupInstalled = false;
+function installCleanup(): void {
+  if (cleanupInstalled) return;
+  cleanupInstalled = true;
   // Safety net only: tests destroy their clusters in afterAll. 'exit' handlers must be synchronous.
   process.on('exit', () => {
     for (const [root, c] of liveClusters) {
@@ -241,6 +263,17 @@ function installExitHook(): void {
     }
     liveClusters.clear();
   });
+  const watchdog = spawn(
+    '/bin/sh',
+    ['-c', WATCHDOG_SCRIPT, 'pgark-test-watchdog', String(process.pid), TEST_ROOT],
+    {
+      detached: true,
+      stdio: 'ignore',
+      cwd: '/',
+    },
+  );
+  watchdog.on('error', () => undefined);
+  watchdog.unref();
 }
 
 function randomPassword(): string {
@@ -288,7 +321,7 @@ export async function startCluster(opts: StartClusterOptions): Promise<TestClust
 
   ensureTestRoot();
   sweepLeftovers();
-  installExitHook();
+  installCleanup();
 
   const rootDir = join(TEST_ROOT, `${flavor}${major}-${process.pid}-${randomBytes(4).toString('hex')}`);
   const dataDir = join(rootDir, 'data');
