@@ -20,7 +20,13 @@ function measure(name: string, run: () => void): void {
   times.sort((a, b) => a - b);
   const median = times[1]!;
   process.stdout.write(
-    JSON.stringify({ bench: 'crc32c', case: name, mb: TOTAL_MB, medianSeconds: +median.toFixed(3), mbPerSecond: +(TOTAL_MB / median).toFixed(1) }) + '\n',
+    JSON.stringify({
+      bench: 'crc32c',
+      case: name,
+      mb: TOTAL_MB,
+      medianSeconds: +median.toFixed(3),
+      mbPerSecond: +(TOTAL_MB / median).toFixed(1),
+    }) + '\n',
   );
 }
 

@@ -69,3 +69,15 @@ export type { ArchivedPartial, PartialAssemblyPlan, PartialPiece } from './archi
 /** The physical WAL stream under the archiver and `-X stream`. */
 export { WalStream, startWalStream, WAL_STREAM_DEFAULTS } from './replication/wal-stream';
 export type { WalStreamOptions, WalStreamEvent, WalStreamEnd, WalStreamPositions } from './replication/wal-stream';
+/** Backup verification building blocks: manifest, CRC-32C, tar scanning, backup_label, WAL headers, codecs. */
+export { parseBackupManifest, createFileChecksummer } from './verify/manifest';
+export type { BackupManifest, ManifestFile, ManifestWalRange, ManifestChecksumAlgorithm, FileChecksummer } from './verify/manifest';
+export { crc32c, crc32cInit, crc32cUpdate, crc32cFinal, crc32cManifestHex } from './verify/crc32c';
+export { scanTar, tarTerminator, normaliseTarName, verifyArchiveAgainstManifest, VERIFY_IGNORED_PATHS } from './archive/tar-scan';
+export type { TarMember, TarMemberType, ScanTarOptions, VerifyArchiveOptions, ArchiveVerifyReport, ArchiveFileMismatch } from './archive/tar-scan';
+export { parseBackupLabel } from './archive/backup-label';
+export type { BackupLabel } from './archive/backup-label';
+export { checkWalSegmentHeader, readWalSysid, readWalPageHeader, WalSegmentCheckStream, WAL_PAGE_MAGIC_BY_MAJOR, pgMajorForWalMagic } from './archive/wal-segment';
+export type { WalPageHeader, CheckWalSegmentOptions, WalSegmentHeaderCheck, WalSegmentStreamResult } from './archive/wal-segment';
+export { createCompressStream, createDecompressStream, compressionExtension, compressionFromFileName, compressionImplementations, COMPRESSION_NAMES } from './archive/compression';
+export type { CompressionName, CompressOptions } from './archive/compression';

@@ -45,7 +45,8 @@ function lsnField(value: string, key: string): Lsn {
 }
 
 function uintField(value: string, key: string): number {
-  if (!/^\d{1,10}$/.test(value) || Number(value) > 0xffffffff) throw invalid(`backup_label ${key.toLowerCase()} "${value}" is not a number`);
+  if (!/^\d{1,10}$/.test(value) || Number(value) > 0xffffffff)
+    throw invalid(`backup_label ${key.toLowerCase()} "${value}" is not a number`);
   return Number(value);
 }
 
@@ -76,7 +77,8 @@ export function parseBackupLabel(content: string | Buffer): BackupLabel {
   const method = fields.get('BACKUP METHOD');
   if (method === undefined) throw invalid('backup_label has no BACKUP METHOD line');
   const from = fields.get('BACKUP FROM');
-  if (from !== 'primary' && from !== 'standby') throw invalid(`backup_label backup from "${from ?? ''}" is not primary or standby`);
+  if (from !== 'primary' && from !== 'standby')
+    throw invalid(`backup_label backup from "${from ?? ''}" is not primary or standby`);
 
   const label: BackupLabel = {
     startLsn: lsnField(m[1]!, 'START WAL LOCATION'),

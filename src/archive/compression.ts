@@ -48,7 +48,9 @@ export function compressionFromFileName(fileName: string): CompressionName {
 
 // ESM build: import.meta.url; the CJS build has `require` itself.
 const requireModule: NodeRequire =
-  typeof require === 'function' ? require : createRequire((import.meta as { url?: string }).url ?? __filename);
+  typeof require === 'function'
+    ? require
+    : createRequire((import.meta as { url?: string }).url ?? __filename);
 
 interface ZstdNapi {
   CompressStream: new (p?: { compressionLevel?: number }) => Transform;
@@ -65,10 +67,14 @@ function loadOptional<T>(name: string, what: string): T {
   try {
     return requireModule(name) as T;
   } catch (e) {
-    throw new ConfigError('CONFIG_UNSUPPORTED_COMPRESSION', `${what} is not available: the ${name} package could not be loaded`, {
-      hint: `install ${name} (it needs a prebuilt binary or a C toolchain), or use gzip`,
-      cause: e,
-    });
+    throw new ConfigError(
+      'CONFIG_UNSUPPORTED_COMPRESSION',
+      `${what} is not available: the ${name} package could not be loaded`,
+      {
+        hint: `install ${name} (it needs a prebuilt binary or a C toolchain), or use gzip`,
+        cause: e,
+      },
+    );
   }
 }
 
@@ -181,7 +187,8 @@ export function createDecompressStream(name: CompressionName): Transform {
     case 'gzip':
       return withIntegrityErrors(zlib.createGunzip(), name);
     case 'zstd': {
-      if (typeof zz.createZstdDecompress === 'function') return withIntegrityErrors(zz.createZstdDecompress(), name);
+      if (typeof zz.createZstdDecompress === 'function')
+        return withIntegrityErrors(zz.createZstdDecompress(), name);
       zstdNapi ??= loadOptional<ZstdNapi>('zstd-napi', 'zstd decompression');
       return withIntegrityErrors(new zstdNapi.DecompressStream(), name);
     }

@@ -23,7 +23,8 @@ const P3 = 0xc2b2ae3d;
 const P4 = 0x27d4eb2f;
 const P5 = 0x165667b1;
 const rotl = (x: number, r: number): number => (x << r) | (x >>> (32 - r));
-const rd32 = (b: Uint8Array, i: number): number => b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
+const rd32 = (b: Uint8Array, i: number): number =>
+  b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
 const round = (acc: number, lane: number): number => Math.imul(rotl((acc + Math.imul(lane, P2)) | 0, 13), P1);
 
 export class Xxh32 {
@@ -155,7 +156,7 @@ export function decodeLz4Block(src: Uint8Array, dst: Uint8Array, dstPos: number,
       d += len;
     } else {
       // Short or overlapping match (a run): byte by byte, as the format defines for overlaps.
-      for (const end = d + len; d < end; ) dst[d++] = dst[from++]!;
+      for (const end = d + len; d < end;) dst[d++] = dst[from++]!;
     }
   }
   return d;
@@ -199,7 +200,13 @@ export class Lz4FrameDecoder extends Transform {
 
   override _flush(cb: TransformCallback): void {
     if (this.step !== 'magic' || this.have !== 0 || this.framesDone === 0) {
-      cb(corrupt(this.framesDone === 0 && this.have === 0 && this.step === 'magic' ? 'empty input' : 'truncated frame'));
+      cb(
+        corrupt(
+          this.framesDone === 0 && this.have === 0 && this.step === 'magic'
+            ? 'empty input'
+            : 'truncated frame',
+        ),
+      );
       return;
     }
     cb();
@@ -304,7 +311,8 @@ export class Lz4FrameDecoder extends Transform {
     const max = BLOCK_MAX[(bd >> 4) & 7];
     if (max === undefined) throw corrupt('bad block maximum size');
     const hc = data[data.length - 1]!;
-    if (((xxh32(data.subarray(0, data.length - 1)) >>> 8) & 0xff) !== hc) throw corrupt('frame header checksum mismatch');
+    if (((xxh32(data.subarray(0, data.length - 1)) >>> 8) & 0xff) !== hc)
+      throw corrupt('frame header checksum mismatch');
     this.independent = (flg & 0x20) !== 0;
     this.blockChecksum = (flg & 0x10) !== 0;
     this.contentChecksum = (flg & 0x04) !== 0;
@@ -322,7 +330,8 @@ export class Lz4FrameDecoder extends Transform {
 
   private block(data: Buffer): void {
     const body = data.subarray(0, this.blockLen);
-    if (this.blockChecksum && data.readUInt32LE(this.blockLen) !== xxh32(body)) throw corrupt('block checksum mismatch');
+    if (this.blockChecksum && data.readUInt32LE(this.blockLen) !== xxh32(body))
+      throw corrupt('block checksum mismatch');
     let out: Buffer;
     if (this.blockIsRaw) {
       out = Buffer.from(body);
@@ -363,7 +372,8 @@ export class Lz4FrameDecoder extends Transform {
   }
 
   private finishFrame(): void {
-    if (this.contentSize !== undefined && this.contentSize !== this.produced) throw corrupt('content size mismatch');
+    if (this.contentSize !== undefined && this.contentSize !== this.produced)
+      throw corrupt('content size mismatch');
     this.endFrame();
   }
 

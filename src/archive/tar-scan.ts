@@ -51,7 +51,11 @@ export function normaliseTarName(raw: string): string {
 }
 
 function memberType(t: string | null | undefined): TarMemberType {
-  return t === 'file' || t === 'contiguous-file' ? 'file' : t === 'directory' || t === 'symlink' || t === 'link' ? (t as TarMemberType) : 'other';
+  return t === 'file' || t === 'contiguous-file'
+    ? 'file'
+    : t === 'directory' || t === 'symlink' || t === 'link'
+      ? (t as TarMemberType)
+      : 'other';
 }
 
 function archiveInvalid(message: string, cause?: unknown): IntegrityError {
@@ -252,7 +256,9 @@ export async function verifyArchiveAgainstManifest(
     seen.add(path);
     report.filesChecked++;
     const checksummer =
-      m.size === entry.size && !options.skipChecksums ? createFileChecksummer(entry.checksumAlgorithm) : undefined;
+      m.size === entry.size && !options.skipChecksums
+        ? createFileChecksummer(entry.checksumAlgorithm)
+        : undefined;
     for await (const chunk of m.body as AsyncIterable<Buffer>) {
       report.bytesRead += chunk.length;
       checksummer?.update(chunk);

@@ -51,7 +51,10 @@ export interface WalPageHeader {
 export function readWalPageHeader(page: Uint8Array): WalPageHeader {
   const b = Buffer.isBuffer(page) ? page : Buffer.from(page.buffer, page.byteOffset, page.byteLength);
   if (b.length < SIZE_OF_SHORT_HEADER) {
-    throw new IntegrityError('INTEGRITY_WAL_INVALID', `wal page header needs ${SIZE_OF_SHORT_HEADER} bytes, got ${b.length}`);
+    throw new IntegrityError(
+      'INTEGRITY_WAL_INVALID',
+      `wal page header needs ${SIZE_OF_SHORT_HEADER} bytes, got ${b.length}`,
+    );
   }
   const h: WalPageHeader = {
     magic: b.readUInt16LE(0),
@@ -62,7 +65,10 @@ export function readWalPageHeader(page: Uint8Array): WalPageHeader {
   };
   if (h.info & XLP_LONG_HEADER) {
     if (b.length < SIZE_OF_LONG_HEADER) {
-      throw new IntegrityError('INTEGRITY_WAL_INVALID', `wal long page header needs ${SIZE_OF_LONG_HEADER} bytes, got ${b.length}`);
+      throw new IntegrityError(
+        'INTEGRITY_WAL_INVALID',
+        `wal long page header needs ${SIZE_OF_LONG_HEADER} bytes, got ${b.length}`,
+      );
     }
     h.sysid = b.readBigUInt64LE(24).toString();
     h.segSize = b.readUInt32LE(32);
@@ -75,7 +81,10 @@ export function readWalPageHeader(page: Uint8Array): WalPageHeader {
 export function readWalSysid(firstPage: Uint8Array): string {
   const h = readWalPageHeader(firstPage);
   if (h.sysid === undefined) {
-    throw new IntegrityError('INTEGRITY_WAL_INVALID', 'the first wal page has no long header, so no system identifier');
+    throw new IntegrityError(
+      'INTEGRITY_WAL_INVALID',
+      'the first wal page has no long header, so no system identifier',
+    );
   }
   return h.sysid;
 }
@@ -112,13 +121,18 @@ function bad(name: string, what: string, expected?: string, actual?: string): In
   });
 }
 
-function nameParts(expectedName: string, segmentSize: number): { name: string; timeline: number; start: Lsn } {
+function nameParts(
+  expectedName: string,
+  segmentSize: number,
+): { name: string; timeline: number; start: Lsn } {
   const name = expectedName.replace(/\.partial$/, '');
   try {
     const { timeline, segno } = parseWalFileName(name, segmentSize);
     return { name, timeline, start: segmentStartLsn(segno, segmentSize) };
   } catch (e) {
-    throw new ConfigError('CONFIG_INVALID_WAL_NAME', `"${expectedName}" is not a wal segment name`, { cause: e });
+    throw new ConfigError('CONFIG_INVALID_WAL_NAME', `"${expectedName}" is not a wal segment name`, {
+      cause: e,
+    });
   }
 }
 
@@ -130,15 +144,31 @@ function checkPage(
 ): void {
   const known = ctx.magic !== undefined ? h.magic === ctx.magic : pgMajorForWalMagic(h.magic) !== undefined;
   if (!known) {
-    throw bad(ctx.name, `page ${pageIndex} has magic 0x${h.magic.toString(16)}`, ctx.magic?.toString(16), h.magic.toString(16));
+    throw bad(
+      ctx.name,
+      `page ${pageIndex} has magic 0x${h.magic.toString(16)}`,
+      ctx.magic?.toString(16),
+      h.magic.toString(16),
+    );
   }
-  if ((h.info & ~XLP_ALL_FLAGS) !== 0) throw bad(ctx.name, `page ${pageIndex} has unknown info bits 0x${h.info.toString(16)}`);
+  if ((h.info & ~XLP_ALL_FLAGS) !== 0)
+    throw bad(ctx.name, `page ${pageIndex} has unknown info bits 0x${h.info.toString(16)}`);
   const expectedAddr = ctx.start + BigInt(pageIndex * WAL_PAGE_SIZE);
   if (h.pageAddr !== expectedAddr) {
-    throw bad(ctx.name, `page ${pageIndex} has address ${h.pageAddr.toString(16)}`, expectedAddr.toString(16), h.pageAddr.toString(16));
+    throw bad(
+      ctx.name,
+      `page ${pageIndex} has address ${h.pageAddr.toString(16)}`,
+      expectedAddr.toString(16),
+      h.pageAddr.toString(16),
+    );
   }
   if (h.tli < 1 || h.tli > ctx.timeline) {
-    throw bad(ctx.name, `page ${pageIndex} has timeline ${h.tli}, beyond the name's ${ctx.timeline}`, String(ctx.timeline), String(h.tli));
+    throw bad(
+      ctx.name,
+      `page ${pageIndex} has timeline ${h.tli}, beyond the name's ${ctx.timeline}`,
+      String(ctx.timeline),
+      String(h.tli),
+    );
   }
   if (pageIndex > 0 && h.info & XLP_LONG_HEADER) throw bad(ctx.name, `page ${pageIndex} has a long header`);
 }
@@ -150,7 +180,10 @@ function checkPage(
  *   page size mismatch, page address not the segment start, or a timeline beyond the one in the name.
  * @throws ConfigError `CONFIG_INVALID_WAL_NAME` when `expectedName` is not a segment name.
  */
-export function checkWalSegmentHeader(firstPage: Uint8Array, options: CheckWalSegmentOptions): WalSegmentHeaderCheck {
+export function checkWalSegmentHeader(
+  firstPage: Uint8Array,
+  options: CheckWalSegmentOptions,
+): WalSegmentHeaderCheck {
   const ctx = nameParts(options.expectedName, options.segmentSize);
   const wantMagic = options.pgMajor !== undefined ? WAL_PAGE_MAGIC_BY_MAJOR[options.pgMajor] : undefined;
   if (options.pgMajor !== undefined && wantMagic === undefined) {
@@ -164,8 +197,10 @@ export function checkWalSegmentHeader(firstPage: Uint8Array, options: CheckWalSe
   if (options.systemIdentifier !== undefined && h.sysid !== options.systemIdentifier) {
     throw bad(ctx.name, 'system identifier differs', options.systemIdentifier, h.sysid);
   }
-  if (h.segSize !== options.segmentSize) throw bad(ctx.name, 'segment size differs', String(options.segmentSize), String(h.segSize));
-  if (h.blcksz !== WAL_PAGE_SIZE) throw bad(ctx.name, 'wal block size differs', String(WAL_PAGE_SIZE), String(h.blcksz));
+  if (h.segSize !== options.segmentSize)
+    throw bad(ctx.name, 'segment size differs', String(options.segmentSize), String(h.segSize));
+  if (h.blcksz !== WAL_PAGE_SIZE)
+    throw bad(ctx.name, 'wal block size differs', String(WAL_PAGE_SIZE), String(h.blcksz));
   return {
     ok: true,
     magic: h.magic,
@@ -231,7 +266,8 @@ export class WalSegmentCheckStream extends Transform {
           this.pending.push(chunk.subarray(off, off + take));
           this.pendingLen += take;
           off += take;
-          if (this.pendingLen === headerLen) this.checkHeader(Buffer.concat(this.pending, headerLen), pageIndex);
+          if (this.pendingLen === headerLen)
+            this.checkHeader(Buffer.concat(this.pending, headerLen), pageIndex);
         } else {
           off += Math.min(WAL_PAGE_SIZE - posInPage, chunk.length - off);
         }
@@ -246,7 +282,14 @@ export class WalSegmentCheckStream extends Transform {
 
   override _flush(cb: TransformCallback): void {
     if (this.bytes !== this.opts.segmentSize && !this.opts.allowPartial) {
-      cb(bad(this.ctx.name, `has ${this.bytes} bytes, not the segment size`, String(this.opts.segmentSize), String(this.bytes)));
+      cb(
+        bad(
+          this.ctx.name,
+          `has ${this.bytes} bytes, not the segment size`,
+          String(this.opts.segmentSize),
+          String(this.bytes),
+        ),
+      );
       return;
     }
     cb();
@@ -262,7 +305,8 @@ export class WalSegmentCheckStream extends Transform {
       this.firstZeroPage ??= pageIndex;
       return;
     } else {
-      if (this.firstZeroPage !== undefined) throw bad(this.ctx.name, `page ${pageIndex} follows an all-zero page`);
+      if (this.firstZeroPage !== undefined)
+        throw bad(this.ctx.name, `page ${pageIndex} follows an all-zero page`);
       checkPage(readWalPageHeader(h), pageIndex, this.ctx);
     }
     this.pages++;

@@ -3,8 +3,10 @@
  * 0xFFFFFFFF (src/include/port/pg_crc32c.h INIT_CRC32C / FIN_CRC32C). Used for the backup manifest's CRC32C file
  * checksums (src/common/checksum_helper.c). Pure; no I/O.
  *
- * Slice-by-8 (eight 256-entry tables, 8 bytes per step): measured about 3-4x faster than the byte-wise table on
- * Node 20 (bench/crc32c.ts).
+ * Slice-by-8 (eight 256-entry tables, 8 bytes per step): bench/crc32c.ts measured 722 MB/s against 339 MB/s for
+ * the byte-wise table (Node 20, 2-vCPU EPYC under load; node's sha256 did 1352 MB/s in the same run). A native
+ * package using the CPU's CRC32 instruction (e.g. @node-rs/crc32's crc32c) would be several times faster; not
+ * installed, since CRC32C is the manifest default but not on the hot path of the network-bound backup stream.
  */
 
 const POLY = 0x82f63b78;

@@ -98,7 +98,8 @@ class JsonReader {
   parseDocument(): JsonValue {
     const v = this.value(0);
     this.ws();
-    if (this.pos !== this.text.length) throw invalid(`unexpected data after the manifest object at offset ${this.pos}`);
+    if (this.pos !== this.text.length)
+      throw invalid(`unexpected data after the manifest object at offset ${this.pos}`);
     return v;
   }
 
@@ -119,9 +120,9 @@ class JsonReader {
     if (c === '{') return this.object(depth);
     if (c === '[') return this.array(depth);
     if (c === '"') return this.string();
-    if (t.startsWith('true', this.pos)) return (this.pos += 4), true;
-    if (t.startsWith('false', this.pos)) return (this.pos += 5), false;
-    if (t.startsWith('null', this.pos)) return (this.pos += 4), null;
+    if (t.startsWith('true', this.pos)) return ((this.pos += 4), true);
+    if (t.startsWith('false', this.pos)) return ((this.pos += 5), false);
+    if (t.startsWith('null', this.pos)) return ((this.pos += 4), null);
     NUMBER_RE.lastIndex = this.pos;
     const m = NUMBER_RE.exec(t);
     if (m) {
@@ -216,7 +217,8 @@ function asString(v: JsonValue | undefined, what: string): string {
 
 /** A non-negative integer that fits a JS number exactly. */
 function asSafeInteger(v: JsonValue | undefined, what: string): number {
-  if (v === undefined || !isJsonNumber(v) || !/^\d+$/.test(v.number)) throw invalid(`${what} must be a non-negative integer`);
+  if (v === undefined || !isJsonNumber(v) || !/^\d+$/.test(v.number))
+    throw invalid(`${what} must be a non-negative integer`);
   const n = Number(v.number);
   if (!Number.isSafeInteger(n)) throw invalid(`${what} is too large`);
   return n;
@@ -237,7 +239,14 @@ function parseChecksumAlgorithm(text: string): ManifestChecksumAlgorithm {
   throw invalid(`unknown checksum algorithm "${text}"`);
 }
 
-const FILE_FIELDS = new Set(['Path', 'Encoded-Path', 'Size', 'Last-Modified', 'Checksum-Algorithm', 'Checksum']);
+const FILE_FIELDS = new Set([
+  'Path',
+  'Encoded-Path',
+  'Size',
+  'Last-Modified',
+  'Checksum-Algorithm',
+  'Checksum',
+]);
 const HEX_RE = /^[0-9a-f]*$/;
 
 function parseFile(v: JsonValue, index: number): ManifestFile {
@@ -254,14 +263,16 @@ function parseFile(v: JsonValue, index: number): ManifestFile {
     path = asString(f.get('Path'), `${what} Path`);
   } else {
     encodedPath = asString(f.get('Encoded-Path'), `${what} Encoded-Path`).toLowerCase();
-    if (encodedPath.length % 2 !== 0 || !HEX_RE.test(encodedPath)) throw invalid(`${what} Encoded-Path is not hex`);
+    if (encodedPath.length % 2 !== 0 || !HEX_RE.test(encodedPath))
+      throw invalid(`${what} Encoded-Path is not hex`);
     path = Buffer.from(encodedPath, 'hex').toString('utf8');
   }
   if (path.length === 0) throw invalid(`${what} has an empty path`);
   const size = asSafeInteger(f.get('Size'), `${what} Size`);
   const lastModified = asString(f.get('Last-Modified'), `${what} Last-Modified`);
   const algText = f.get('Checksum-Algorithm');
-  const checksumAlgorithm = algText === undefined ? 'NONE' : parseChecksumAlgorithm(asString(algText, `${what} Checksum-Algorithm`));
+  const checksumAlgorithm =
+    algText === undefined ? 'NONE' : parseChecksumAlgorithm(asString(algText, `${what} Checksum-Algorithm`));
   const file: ManifestFile = { path, size, lastModified, checksumAlgorithm };
   if (encodedPath !== undefined) file.encodedPath = encodedPath;
   if (checksumAlgorithm !== 'NONE') {
@@ -281,7 +292,8 @@ function parseWalRange(v: JsonValue, index: number): ManifestWalRange {
   if (!isJsonObject(v)) throw invalid(`${what} is not an object`);
   const f = fieldsOf(v, what);
   for (const k of f.keys()) {
-    if (k !== 'Timeline' && k !== 'Start-LSN' && k !== 'End-LSN') throw invalid(`unexpected field "${k}" in ${what}`);
+    if (k !== 'Timeline' && k !== 'Start-LSN' && k !== 'End-LSN')
+      throw invalid(`unexpected field "${k}" in ${what}`);
   }
   const timeline = asSafeInteger(f.get('Timeline'), `${what} Timeline`);
   if (timeline < 1 || timeline > 0xffffffff) throw invalid(`${what} timeline ${timeline} is out of range`);
@@ -307,7 +319,8 @@ function parseWalRange(v: JsonValue, index: number): ManifestWalRange {
  *   manifest.byPath.get('global/pg_control')?.checksum;
  */
 export function parseBackupManifest(bytes: Buffer): BackupManifest {
-  if (bytes.length === 0 || bytes[bytes.length - 1] !== 0x0a) throw invalid('the manifest does not end with a newline');
+  if (bytes.length === 0 || bytes[bytes.length - 1] !== 0x0a)
+    throw invalid('the manifest does not end with a newline');
   const penultimate = bytes.lastIndexOf(0x0a, bytes.length - 2);
   if (penultimate < 0) throw invalid('the manifest has fewer than two lines');
 
@@ -326,19 +339,36 @@ export function parseBackupManifest(bytes: Buffer): BackupManifest {
   }
   const top = fieldsOf(root, 'the manifest');
   for (const k of top.keys()) {
-    if (!['PostgreSQL-Backup-Manifest-Version', 'System-Identifier', 'Files', 'WAL-Ranges', 'Manifest-Checksum'].includes(k)) {
+    if (
+      ![
+        'PostgreSQL-Backup-Manifest-Version',
+        'System-Identifier',
+        'Files',
+        'WAL-Ranges',
+        'Manifest-Checksum',
+      ].includes(k)
+    ) {
       throw invalid(`unexpected top-level field "${k}"`);
     }
   }
-  const versionNumber = asSafeInteger(top.get('PostgreSQL-Backup-Manifest-Version'), 'PostgreSQL-Backup-Manifest-Version');
-  if (versionNumber !== 1 && versionNumber !== 2) throw invalid(`unsupported manifest version ${versionNumber}`);
+  const versionNumber = asSafeInteger(
+    top.get('PostgreSQL-Backup-Manifest-Version'),
+    'PostgreSQL-Backup-Manifest-Version',
+  );
+  if (versionNumber !== 1 && versionNumber !== 2)
+    throw invalid(`unsupported manifest version ${versionNumber}`);
   const version: 1 | 2 = versionNumber;
 
   let systemIdentifier: string | undefined;
   const sysid = top.get('System-Identifier');
   if (version === 1 && sysid !== undefined) throw invalid('a version 1 manifest has a System-Identifier');
   if (version === 2) {
-    if (sysid === undefined || !isJsonNumber(sysid) || !/^\d+$/.test(sysid.number) || BigInt(sysid.number) >= 1n << 64n) {
+    if (
+      sysid === undefined ||
+      !isJsonNumber(sysid) ||
+      !/^\d+$/.test(sysid.number) ||
+      BigInt(sysid.number) >= 1n << 64n
+    ) {
       throw invalid('a version 2 manifest needs a 64-bit System-Identifier');
     }
     systemIdentifier = BigInt(sysid.number).toString();
@@ -360,8 +390,11 @@ export function parseBackupManifest(bytes: Buffer): BackupManifest {
   const walRanges = walValue.map(parseWalRange);
 
   const manifestChecksum = asString(top.get('Manifest-Checksum'), 'Manifest-Checksum').toLowerCase();
-  if (manifestChecksum.length !== 64 || !HEX_RE.test(manifestChecksum)) throw invalid('Manifest-Checksum is not 64 hex digits');
-  const actual = createHash('sha256').update(bytes.subarray(0, penultimate + 1)).digest('hex');
+  if (manifestChecksum.length !== 64 || !HEX_RE.test(manifestChecksum))
+    throw invalid('Manifest-Checksum is not 64 hex digits');
+  const actual = createHash('sha256')
+    .update(bytes.subarray(0, penultimate + 1))
+    .digest('hex');
   if (actual !== manifestChecksum) {
     throw new IntegrityError('INTEGRITY_MANIFEST_INVALID', 'backup manifest checksum mismatch', {
       key: 'backup_manifest',

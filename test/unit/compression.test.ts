@@ -23,7 +23,7 @@ const oidOf = (major: number): number =>
 
 async function run(input: Buffer[], t: Transform): Promise<Buffer> {
   const out: Buffer[] = [];
-  await pipeline(Readable.from(input), t, async function* (src) {
+  await pipeline(Readable.from(input), t, async function (src: AsyncIterable<unknown>) {
     for await (const c of src) out.push(c as Buffer);
   });
   return Buffer.concat(out);
@@ -67,7 +67,10 @@ describe('server-side compressed archives decompress and verify', () => {
 describe('round trips', () => {
   const data = Buffer.concat([read(`pg16/${oidOf(16)}.tar`), read('pg14/backup_manifest')]);
   it.each<CompressionName>(['none', 'gzip', 'lz4', 'zstd'])('%s, whole and in odd chunks', async (codec) => {
-    const c = await run(split(data, 4097), createCompressStream(codec, codec === 'lz4' ? { lz4ChunkBytes: 50_000 } : {}));
+    const c = await run(
+      split(data, 4097),
+      createCompressStream(codec, codec === 'lz4' ? { lz4ChunkBytes: 50_000 } : {}),
+    );
     if (codec !== 'none') expect(c.length).toBeLessThan(data.length / 2);
     expect(await run([c], createDecompressStream(codec))).toEqual(data);
     expect(await run(split(c, 7), createDecompressStream(codec))).toEqual(data);
@@ -113,7 +116,11 @@ describe('corrupt input fails with INTEGRITY_ARCHIVE_INVALID', () => {
 });
 
 describe('lz4 frame decoder', () => {
-  const original = Buffer.concat([read('pg16/16384.tar'.replace('16384', String(oidOf(16)))), read('pg14/backup_manifest'), read(`pg18/${oidOf(18)}.tar`)]);
+  const original = Buffer.concat([
+    read('pg16/16384.tar'.replace('16384', String(oidOf(16)))),
+    read('pg14/backup_manifest'),
+    read(`pg18/${oidOf(18)}.tar`),
+  ]);
 
   it.each(['linked-64k-checksums.lz4', 'independent-64k.lz4', 'hc-linked-256k.lz4'])(
     'decodes %s made by the lz4 CLI (see README)',
@@ -128,7 +135,9 @@ describe('lz4 frame decoder', () => {
     const c = read(`pg15/${oidOf(15)}.tar.lz4`);
     const whole = await run([c], new Lz4FrameDecoder());
     for (let cut = 1; cut < c.length; cut += 13) {
-      expect((await run([c.subarray(0, cut), c.subarray(cut)], new Lz4FrameDecoder())).equals(whole)).toBe(true);
+      expect((await run([c.subarray(0, cut), c.subarray(cut)], new Lz4FrameDecoder())).equals(whole)).toBe(
+        true,
+      );
     }
   });
 
@@ -144,7 +153,9 @@ describe('lz4 frame decoder', () => {
   it('skips skippable frames and reads concatenated frames', async () => {
     const a = read('lz4/independent-64k.lz4');
     const skip = Buffer.concat([Buffer.from([0x5a, 0x2a, 0x4d, 0x18, 3, 0, 0, 0]), Buffer.from('abc')]);
-    expect(await run([Buffer.concat([a, skip, a])], new Lz4FrameDecoder())).toEqual(Buffer.concat([original, original]));
+    expect(await run([Buffer.concat([a, skip, a])], new Lz4FrameDecoder())).toEqual(
+      Buffer.concat([original, original]),
+    );
   });
 
   it('xxh32 matches the reference vectors', () => {

@@ -84,7 +84,10 @@ describe('parseBackupManifest rejects', () => {
 
   it('a wrong Manifest-Checksum', () => {
     const text = good.toString();
-    const bad = text.replace(/"Manifest-Checksum": "([0-9a-f])/, (_m, c: string) => `"Manifest-Checksum": "${c === '0' ? '1' : '0'}`);
+    const bad = text.replace(
+      /"Manifest-Checksum": "([0-9a-f])/,
+      (_m, c: string) => `"Manifest-Checksum": "${c === '0' ? '1' : '0'}`,
+    );
     const err = expectInvalid(Buffer.from(bad));
     expect(err.expected).toMatch(/^[0-9a-f]{64}$/);
     expect(err.actual).toMatch(/^[0-9a-f]{64}$/);
@@ -98,9 +101,21 @@ describe('parseBackupManifest rejects', () => {
 
   it('an unknown version, v2 without System-Identifier, v1 with one', () => {
     const text = good.toString();
-    expectInvalid(resign(Buffer.from(text.replace('"PostgreSQL-Backup-Manifest-Version": 2', '"PostgreSQL-Backup-Manifest-Version": 3'))));
+    expectInvalid(
+      resign(
+        Buffer.from(
+          text.replace('"PostgreSQL-Backup-Manifest-Version": 2', '"PostgreSQL-Backup-Manifest-Version": 3'),
+        ),
+      ),
+    );
     expectInvalid(resign(Buffer.from(text.replace(/"System-Identifier": \d+,\n/, ''))));
-    expectInvalid(resign(Buffer.from(text.replace('"PostgreSQL-Backup-Manifest-Version": 2', '"PostgreSQL-Backup-Manifest-Version": 1'))));
+    expectInvalid(
+      resign(
+        Buffer.from(
+          text.replace('"PostgreSQL-Backup-Manifest-Version": 2', '"PostgreSQL-Backup-Manifest-Version": 1'),
+        ),
+      ),
+    );
   });
 
   it('missing trailing newline, one line, empty input, truncation, unknown fields, bad checksum length', () => {
@@ -111,7 +126,9 @@ describe('parseBackupManifest rejects', () => {
     const text = good.toString();
     expectInvalid(resign(Buffer.from(text.replace('"Size": 3,', '"Size": 3, "Color": "red",'))));
     expectInvalid(resign(Buffer.from(text.replace(/"Checksum": "([0-9a-f]{8})"/, '"Checksum": "$1aa"'))));
-    expectInvalid(resign(Buffer.from(text.replace(/"Path": "PG_VERSION"/, '"Path": "PG_VERSION", "Encoded-Path": "00"'))));
+    expectInvalid(
+      resign(Buffer.from(text.replace(/"Path": "PG_VERSION"/, '"Path": "PG_VERSION", "Encoded-Path": "00"'))),
+    );
   });
 
   it('keeps the re-sign helper honest: an untouched re-signed manifest parses', () => {
@@ -122,7 +139,7 @@ describe('parseBackupManifest rejects', () => {
 describe('createFileChecksummer', () => {
   const data = Buffer.from('hello, postgres\n'.repeat(1000));
   it('produces the manifest hex form for each algorithm, incrementally', () => {
-      const cases: Array<[Parameters<typeof createFileChecksummer>[0], string | undefined]> = [
+    const cases: Array<[Parameters<typeof createFileChecksummer>[0], string | undefined]> = [
       ['CRC32C', crc32cManifestHex(crc32c(data))],
       ['SHA224', createHash('sha224').update(data).digest('hex')],
       ['SHA256', createHash('sha256').update(data).digest('hex')],

@@ -5,7 +5,12 @@ import { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { describe, expect, it } from 'vitest';
 import { IntegrityError } from '../../src/errors';
-import { normaliseTarName, scanTar, tarTerminator, verifyArchiveAgainstManifest } from '../../src/archive/tar-scan';
+import {
+  normaliseTarName,
+  scanTar,
+  tarTerminator,
+  verifyArchiveAgainstManifest,
+} from '../../src/archive/tar-scan';
 import { parseBackupManifest } from '../../src/verify/manifest';
 
 const FIX = join(__dirname, '../fixtures/backup');
@@ -66,7 +71,9 @@ describe('scanTar on real archives', () => {
     ]);
     expect(members.find((m) => m.name === 'pg_wal/archive_status')!.type).toBe('directory');
     expect(members.find((m) => m.name === 'global/pg_control')!.size).toBe(8192);
-    expect(members.find((m) => m.name === 'PG_VERSION')!.sha).toBe(createHash('sha256').update('14\n').digest('hex'));
+    expect(members.find((m) => m.name === 'PG_VERSION')!.sha).toBe(
+      createHash('sha256').update('14\n').digest('hex'),
+    );
   });
 
   it('reads the PG17 symlink for pg_tblspc/<oid> and ./pg_wal/summaries', async () => {
@@ -195,8 +202,16 @@ describe('verifyArchiveAgainstManifest', () => {
   ])('a real PG%i tablespace archive matches its manifest', async (major, mf, tarName) => {
     const oid = oidOf(major);
     const manifest = parseBackupManifest(read(mf));
-    const r = await verifyArchiveAgainstManifest(chunked(read(tarName(oid)), [777]), manifest, { tablespaceOid: oid });
-    expect(r).toMatchObject({ ok: true, notInManifest: [], sizeMismatches: [], checksumMismatches: [], missing: [] });
+    const r = await verifyArchiveAgainstManifest(chunked(read(tarName(oid)), [777]), manifest, {
+      tablespaceOid: oid,
+    });
+    expect(r).toMatchObject({
+      ok: true,
+      notInManifest: [],
+      sizeMismatches: [],
+      checksumMismatches: [],
+      missing: [],
+    });
     expect(r.filesChecked).toBe(manifest.files.filter((f) => f.path.startsWith(`pg_tblspc/${oid}/`)).length);
   });
 
@@ -211,7 +226,10 @@ describe('verifyArchiveAgainstManifest', () => {
       const size = parseInt(tar.subarray(off + 124, off + 135).toString() || '0', 8);
       if (tar[off + 156] === 0x30 && size > 0) {
         tar[off + 512 + 100] = tar[off + 512 + 100]! ^ 0xff;
-        flipped = tar.subarray(off, off + 100).toString().replace(/\0.*$/s, '');
+        flipped = tar
+          .subarray(off, off + 100)
+          .toString()
+          .replace(/\0.*$/s, '');
         break;
       }
       off += 512 + Math.ceil(size / 512) * 512;
@@ -221,7 +239,9 @@ describe('verifyArchiveAgainstManifest', () => {
     expect(r.checksumMismatches.map((m) => m.path)).toEqual([`pg_tblspc/${oid}/${flipped}`]);
 
     // The same archive checked as if it were another tablespace: everything is extra, nothing of oid is missing.
-    const other = await verifyArchiveAgainstManifest(Readable.from([read(`pg16/${oid}.tar`)]), manifest, { tablespaceOid: 1 });
+    const other = await verifyArchiveAgainstManifest(Readable.from([read(`pg16/${oid}.tar`)]), manifest, {
+      tablespaceOid: 1,
+    });
     expect(other.notInManifest.length).toBeGreaterThan(0);
     expect(other.missing).toEqual([]);
 
@@ -229,8 +249,12 @@ describe('verifyArchiveAgainstManifest', () => {
     const edited = parseBackupManifest(read('pg16/backup_manifest'));
     const entry = edited.byPath.get(`pg_tblspc/${oid}/${flipped}`)!;
     entry.size += 1;
-    const s = await verifyArchiveAgainstManifest(Readable.from([read(`pg16/${oid}.tar`)]), edited, { tablespaceOid: oid });
-    expect(s.sizeMismatches).toEqual([{ path: entry.path, expected: String(entry.size), actual: String(entry.size - 1) }]);
+    const s = await verifyArchiveAgainstManifest(Readable.from([read(`pg16/${oid}.tar`)]), edited, {
+      tablespaceOid: oid,
+    });
+    expect(s.sizeMismatches).toEqual([
+      { path: entry.path, expected: String(entry.size), actual: String(entry.size - 1) },
+    ]);
     expect(s.checksumMismatches).toEqual([]);
   });
 
@@ -242,7 +266,9 @@ describe('verifyArchiveAgainstManifest', () => {
     expect(r.checksumMismatches).toEqual([]);
     expect(r.filesChecked).toBe(6); // backup_label, tablespace_map, PG_VERSION, pg_filenode.map, pg_xact/0000, pg_control
     expect(r.missing.some((p) => p.startsWith('pg_tblspc/') || p.startsWith('pg_wal/'))).toBe(false);
-    const ignored = (p: string): boolean => p === "postgresql.auto.conf";
-    expect(r.missing.length).toBe(manifest.files.filter((f) => !f.path.startsWith("pg_tblspc/") && !ignored(f.path)).length - 6);
+    const ignored = (p: string): boolean => p === 'postgresql.auto.conf';
+    expect(r.missing.length).toBe(
+      manifest.files.filter((f) => !f.path.startsWith('pg_tblspc/') && !ignored(f.path)).length - 6,
+    );
   });
 });
