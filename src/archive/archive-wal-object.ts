@@ -5,9 +5,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
-import { ConfigError } from '../errors';
 import type { CallOptions, ObjectInfo, Storage } from '../storage/storage';
+import { createDecompressStream, type CompressionName } from './compression';
 import { parseRepositoryKey, walSegmentKey, type ArchiveCompression } from './repo-layout';
 
 export interface WalSegmentObject extends ObjectInfo {
@@ -37,10 +36,13 @@ export async function findWalSegmentObject(
   return best;
 }
 
+const CODEC_OF_SUFFIX: Record<ArchiveCompression, CompressionName> = { gz: 'gzip', lz4: 'lz4', zst: 'zstd' };
+
 /**
- * Opens an archived object's bytes as PostgreSQL wrote them (decompressed).
- * @throws ConfigError CONFIG_UNSUPPORTED_COMPRESSION for lz4/zst (no decoder on Node 20 without a
- *   native binding); StorageError from the store (STORAGE_NOT_FOUND when it vanished).
+ * Opens an archived object's bytes as PostgreSQL wrote them (decompressed with ./compression).
+ * Corrupt compressed data fails the stream with IntegrityError INTEGRITY_ARCHIVE_INVALID.
+ * @throws ConfigError CONFIG_UNSUPPORTED_COMPRESSION when the codec is not available on this
+ *   runtime; StorageError from the store (STORAGE_NOT_FOUND when it vanished).
  */
 export async function openWalObject(
   storage: Storage,
@@ -48,16 +50,13 @@ export async function openWalObject(
   compression: ArchiveCompression | undefined,
   options: CallOptions = {},
 ): Promise<Readable> {
-  if (compression !== undefined && compression !== 'gz') {
-    throw new ConfigError('CONFIG_UNSUPPORTED_COMPRESSION', `cannot decompress ${key}: ${compression} is not supported by archive-fetch`, {
-      hint: 'archive segments uncompressed or with gz',
-    });
-  }
+  // Create the decoder first: an unavailable codec fails before any request.
+  const decoder = compression === undefined ? undefined : createDecompressStream(CODEC_OF_SUFFIX[compression]);
   const raw = await storage.get(key, { signal: options.signal });
-  if (compression === undefined) return raw;
-  const gunzip = createGunzip();
-  raw.on('error', (e) => gunzip.destroy(e));
-  return raw.pipe(gunzip);
+  if (!decoder) return raw;
+  raw.on('error', (e) => decoder.destroy(e));
+  decoder.on('close', () => raw.destroy());
+  return raw.pipe(decoder);
 }
 
 /** sha256 (lower-case hex) of a stream's bytes, consuming it. */

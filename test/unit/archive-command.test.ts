@@ -6,10 +6,11 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { archiveFetch, archivePush, ConfigError, IntegrityError, walFileName, type ArchiveFetchResult } from '../../src/index';
-import { walPartialKey } from '../../src/archive/repo-layout';
+import { walPartialKey, walSegmentKey } from '../../src/archive/repo-layout';
 import { createFsStorage } from '../../src/storage/fs-storage';
 import type { Storage } from '../../src/storage/storage';
 import { fetchExitCode, FETCH_EXIT } from '../../src/cli/commands/archive-fetch';
@@ -179,6 +180,20 @@ describe('archiveFetch', () => {
     expect(r4.found).toBe(false);
     expect(readdirSync(spool).filter((n) => n !== 'spool.json')).toEqual([]);
     expect(readdirSync(pgWal).filter((n) => n.includes('tmp'))).toEqual([]);
+  });
+
+  it('reads a segment another archiver stored compressed; a push of the same bytes is a duplicate', async () => {
+    await pushSegments(1, 1n, 1); // creates the stanza
+    const name = walFileName(1, 2n, SEG);
+    const seg = makeSegment(1, 2n, { fill: 9 });
+    await storage.put(walSegmentKey('main', name, 'gz'), gzipSync(seg));
+    const r = await archiveFetch({ storage, stanza: 'main', walName: name, destPath: join(pgWal, 'RECOVERYXLOG'), prefetch: 0 });
+    expect(r).toMatchObject({ found: true, key: walSegmentKey('main', name, 'gz') });
+    expect(readFileSync(join(pgWal, 'RECOVERYXLOG')).equals(seg)).toBe(true);
+    const again = await archivePush({ storage, stanza: 'main', walPath: put(name, seg) });
+    expect(again).toMatchObject({ alreadyArchived: true, key: walSegmentKey('main', name, 'gz') });
+    const e = await archivePush({ storage, stanza: 'main', walPath: put(name, makeSegment(1, 2n, { fill: 8 })) }).catch((x: unknown) => x);
+    expect((e as IntegrityError).code).toBe('INTEGRITY_WAL_CONFLICT');
   });
 
   it('refuses a damaged archived segment and leaves no file behind', async () => {
