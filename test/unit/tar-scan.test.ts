@@ -187,6 +187,17 @@ describe('scanTar on real archives', () => {
     await it.return?.(undefined);
   });
 
+  it('stops with AbortError when the signal is aborted mid-scan', async () => {
+    const ac = new AbortController();
+    const scan = (async () => {
+      for await (const m of scanTar(chunked(read(`pg16/${oidOf(16)}.tar`), [512]), { signal: ac.signal })) {
+        if (m.type === 'file') ac.abort();
+        for await (const _ of m.body) void _;
+      }
+    })();
+    await expect(scan).rejects.toMatchObject({ code: 'ABORTED' });
+  });
+
   it('normalises names', () => {
     expect(normaliseTarName('./pg_wal/archive_status/')).toBe('pg_wal/archive_status');
     expect(normaliseTarName('base/1/')).toBe('base/1');
