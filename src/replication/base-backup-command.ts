@@ -8,7 +8,14 @@
 import { ConfigError, ReplicationError } from '../errors';
 
 export type ManifestChecksumAlgorithm = 'NONE' | 'CRC32C' | 'SHA224' | 'SHA256' | 'SHA384' | 'SHA512';
-export const MANIFEST_CHECKSUM_ALGORITHMS: readonly ManifestChecksumAlgorithm[] = ['NONE', 'CRC32C', 'SHA224', 'SHA256', 'SHA384', 'SHA512'];
+export const MANIFEST_CHECKSUM_ALGORITHMS: readonly ManifestChecksumAlgorithm[] = [
+  'NONE',
+  'CRC32C',
+  'SHA224',
+  'SHA256',
+  'SHA384',
+  'SHA512',
+];
 
 export type CompressionMethod = 'gzip' | 'lz4' | 'zstd';
 
@@ -51,30 +58,46 @@ export function quoteReplicationLiteral(text: string): string {
 /** Checks a backup label: non-empty, at most 1023 bytes, no NUL or control characters (it lands in backup_label). */
 export function assertBackupLabel(label: string): void {
   // eslint-disable-next-line no-control-regex
-  if (typeof label !== 'string' || label.length === 0 || Buffer.byteLength(label) > MAX_LABEL_BYTES || /[\u0000-\u001f\u007f]/.test(label)) {
-    throw new ConfigError('CONFIG_INVALID_IDENTIFIER', `invalid backup label ${JSON.stringify(String(label).slice(0, 80))}`, {
-      hint: 'a backup label has 1 to 1023 bytes and no control characters',
-    });
+  if (
+    typeof label !== 'string' ||
+    label.length === 0 ||
+    Buffer.byteLength(label) > MAX_LABEL_BYTES ||
+    /[\u0000-\u001f\u007f]/.test(label)
+  ) {
+    throw new ConfigError(
+      'CONFIG_INVALID_IDENTIFIER',
+      `invalid backup label ${JSON.stringify(String(label).slice(0, 80))}`,
+      {
+        hint: 'a backup label has 1 to 1023 bytes and no control characters',
+      },
+    );
   }
 }
 
 function assertInteger(name: string, v: number, min: number, max: number): void {
   if (!Number.isInteger(v) || v < min || v > max) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', `${name} must be an integer between ${min} and ${max} (got ${v})`);
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      `${name} must be an integer between ${min} and ${max} (got ${v})`,
+    );
   }
 }
 
 /** Validates a compression level/workers for a method (ranges from PostgreSQL's compression.c). */
 export function assertServerCompression(c: ServerCompression): void {
   if (!['gzip', 'lz4', 'zstd'].includes(c.method)) {
-    throw new ConfigError('CONFIG_UNSUPPORTED_COMPRESSION', `unknown compression method ${JSON.stringify(c.method)}`);
+    throw new ConfigError(
+      'CONFIG_UNSUPPORTED_COMPRESSION',
+      `unknown compression method ${JSON.stringify(c.method)}`,
+    );
   }
   if (c.level !== undefined) {
     const [min, max] = c.method === 'gzip' ? [1, 9] : c.method === 'lz4' ? [1, 12] : [-131072, 22];
     assertInteger(`${c.method} compression level`, c.level, min, max);
   }
   if (c.workers !== undefined) {
-    if (c.method !== 'zstd') throw new ConfigError('CONFIG_INVALID_OPTION', 'compression workers are supported by zstd only');
+    if (c.method !== 'zstd')
+      throw new ConfigError('CONFIG_INVALID_OPTION', 'compression workers are supported by zstd only');
     assertInteger('zstd workers', c.workers, 0, 256);
   }
 }
@@ -96,22 +119,34 @@ export function compressionDetail(c: ServerCompression): string | undefined {
  */
 export function buildBaseBackupCommand(o: BaseBackupCommandOptions, serverVersionNum: number): string {
   if (serverVersionNum < 140000) {
-    throw new ReplicationError('REPLICATION_UNSUPPORTED_VERSION', `server version ${serverVersionNum} is older than 14`);
+    throw new ReplicationError(
+      'REPLICATION_UNSUPPORTED_VERSION',
+      `server version ${serverVersionNum} is older than 14`,
+    );
   }
   assertBackupLabel(o.label);
-  if (o.maxRateKbps !== undefined) assertInteger('max rate (kB/s)', o.maxRateKbps, MAX_RATE_LOWER_KBPS, MAX_RATE_UPPER_KBPS);
+  if (o.maxRateKbps !== undefined)
+    assertInteger('max rate (kB/s)', o.maxRateKbps, MAX_RATE_LOWER_KBPS, MAX_RATE_UPPER_KBPS);
   if (!MANIFEST_CHECKSUM_ALGORITHMS.includes(o.manifestChecksums)) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', `unknown manifest checksum algorithm ${JSON.stringify(o.manifestChecksums)}`, {
-      hint: `use one of ${MANIFEST_CHECKSUM_ALGORITHMS.join(', ')}`,
-    });
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      `unknown manifest checksum algorithm ${JSON.stringify(o.manifestChecksums)}`,
+      {
+        hint: `use one of ${MANIFEST_CHECKSUM_ALGORITHMS.join(', ')}`,
+      },
+    );
   }
   if (o.compression) assertServerCompression(o.compression);
 
   if (serverVersionNum < 150000) {
     if (o.compression) {
-      throw new ReplicationError('REPLICATION_UNSUPPORTED_VERSION', 'server-side compression needs postgresql 15 or newer', {
-        hint: 'use client-side compression with postgresql 14',
-      });
+      throw new ReplicationError(
+        'REPLICATION_UNSUPPORTED_VERSION',
+        'server-side compression needs postgresql 15 or newer',
+        {
+          hint: 'use client-side compression with postgresql 14',
+        },
+      );
     }
     // PG14 repl_gram.y base_backup_opt: keywords, SCONST values, MAX_RATE UCONST.
     const parts = ['BASE_BACKUP', 'LABEL', quoteReplicationLiteral(o.label)];

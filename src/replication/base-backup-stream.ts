@@ -38,7 +38,13 @@ export type BaseBackupEvent =
   | { type: 'start'; startLsn: Lsn; startTimeline: number }
   | { type: 'tablespaces'; tablespaces: BackupTablespace[] }
   /** An archive begins. `name` is what the server calls it (base.tar, 16384.tar.gz, …). */
-  | { type: 'archive-start'; name: string; spcOid: number | undefined; spcLocation: string | undefined; sizeEstimateBytes: number | undefined }
+  | {
+      type: 'archive-start';
+      name: string;
+      spcOid: number | undefined;
+      spcLocation: string | undefined;
+      sizeEstimateBytes: number | undefined;
+    }
   /** Archive bytes (as the server sent them: compressed with server-side compression). */
   | { type: 'data'; data: Buffer }
   | { type: 'archive-end'; name: string; bytes: number }
@@ -72,7 +78,10 @@ export function archiveSpcOid(name: string): number | undefined {
 /** Rejects archive names pg_basebackup rejects (empty, leading '.', a path separator). */
 function assertArchiveName(name: string): void {
   if (name.length === 0 || name.startsWith('.') || name.includes('/') || name.includes('\\')) {
-    throw new ProtocolError('PROTOCOL_MALFORMED_MESSAGE', `invalid archive name ${JSON.stringify(name)} from the server`);
+    throw new ProtocolError(
+      'PROTOCOL_MALFORMED_MESSAGE',
+      `invalid archive name ${JSON.stringify(name)} from the server`,
+    );
   }
 }
 
@@ -91,14 +100,24 @@ export function mapBaseBackupError(e: unknown, afterData: boolean): unknown {
     });
   }
   if (/standby was promoted during online backup/i.test(msg)) {
-    return new ReplicationError('REPLICATION_STANDBY_PROMOTED', `base backup failed: ${msg}`, { cause: e, sqlstate: e.sqlstate });
-  }
-  if (afterData || e.sqlstate === 'XX001') {
-    return new ReplicationError('REPLICATION_BACKUP_FAILED', `the server reported a failure of the base backup: ${msg}`, {
+    return new ReplicationError('REPLICATION_STANDBY_PROMOTED', `base backup failed: ${msg}`, {
       cause: e,
       sqlstate: e.sqlstate,
-      hint: e.sqlstate === 'XX001' ? 'page checksum failures: check the server log, or take the backup with verifyChecksums: false' : undefined,
     });
+  }
+  if (afterData || e.sqlstate === 'XX001') {
+    return new ReplicationError(
+      'REPLICATION_BACKUP_FAILED',
+      `the server reported a failure of the base backup: ${msg}`,
+      {
+        cause: e,
+        sqlstate: e.sqlstate,
+        hint:
+          e.sqlstate === 'XX001'
+            ? 'page checksum failures: check the server log, or take the backup with verifyChecksums: false'
+            : undefined,
+      },
+    );
   }
   return e;
 }
@@ -107,7 +126,10 @@ export function mapBaseBackupError(e: unknown, afterData: boolean): unknown {
  * Reads a BASE_BACKUP response (the connection's event stream for the command) as BaseBackupEvents.
  * `legacy` is true for servers before 15.
  */
-export async function* readBaseBackupStream(events: AsyncIterable<CommandEvent>, legacy: boolean): AsyncGenerator<BaseBackupEvent, void, undefined> {
+export async function* readBaseBackupStream(
+  events: AsyncIterable<CommandEvent>,
+  legacy: boolean,
+): AsyncGenerator<BaseBackupEvent, void, undefined> {
   let resultSet = 0; // 0: start position, 1: tablespaces, 2: end position
   let rows: (Buffer | null)[][] = [];
   let tablespaces: BackupTablespace[] = [];
@@ -150,7 +172,11 @@ export async function* readBaseBackupStream(events: AsyncIterable<CommandEvent>,
             if (resultSet === 0) {
               const r = rows[0];
               if (!r || r.length < 2) throw unexpected('start position result');
-              yield { type: 'start', startLsn: parseLsn(text(r[0]) ?? ''), startTimeline: Number(text(r[1])) };
+              yield {
+                type: 'start',
+                startLsn: parseLsn(text(r[0]) ?? ''),
+                startTimeline: Number(text(r[1])),
+              };
               resultSet = 1;
             } else if (resultSet === 1) {
               tablespaces = rows.map((r) => {
@@ -191,7 +217,13 @@ export async function* readBaseBackupStream(events: AsyncIterable<CommandEvent>,
               const ts = tablespaces[copyPhase]!;
               const name = ts.oid === undefined ? 'base.tar' : `${ts.oid}.tar`;
               archive = { name, bytes: 0 };
-              yield { type: 'archive-start', name, spcOid: ts.oid, spcLocation: ts.location, sizeEstimateBytes: ts.sizeEstimateBytes };
+              yield {
+                type: 'archive-start',
+                name,
+                spcOid: ts.oid,
+                spcLocation: ts.location,
+                sizeEstimateBytes: ts.sizeEstimateBytes,
+              };
             } else if (copyPhase === tablespaces.length) {
               manifest = { bytes: 0 };
               manifestSeen = true;
