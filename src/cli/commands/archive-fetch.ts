@@ -25,7 +25,8 @@
 import type { Command } from 'commander';
 import { archiveFetch, isPgarkError, type ArchiveFetchResult } from '../../index';
 import { printError, printResult } from '../output';
-import { addArchiveRepoOptions, openArchiveStorage, stderrLogger, withSignalAbort, type ArchiveRepoOptions } from './archive-common';
+import { addRepoOptions, openRepoStorage, type RepoOptions } from '../repo-options';
+import { stderrLogger, withSignalAbort } from './archive-common';
 
 /** restore_command exit statuses (see the module comment). */
 export const FETCH_EXIT = {
@@ -42,7 +43,7 @@ export function fetchExitCode(outcome: { result: ArchiveFetchResult } | { error:
   return fatalErrors ? FETCH_EXIT.fatalError : FETCH_EXIT.error;
 }
 
-interface FetchOptions extends ArchiveRepoOptions {
+interface FetchOptions extends RepoOptions {
   prefetch: string;
   spoolDir?: string;
   fatalErrors?: boolean;
@@ -59,13 +60,13 @@ export function registerArchiveFetch(program: Command): void {
     .option('--spool-dir <dir>', 'where prefetched segments wait (default: .pgark-spool next to destPath)')
     .option('--fatal-errors', 'exit 255 on errors so that PostgreSQL stops instead of ending recovery early')
     .option('--json', 'print the result as JSON');
-  addArchiveRepoOptions(cmd);
+  addRepoOptions(cmd);
   cmd.action(async (walName: string, destPath: string, opts: FetchOptions) => {
     const prefetch = Number(opts.prefetch);
     const { signalled, signal, done } = withSignalAbort();
     let code: number;
     try {
-      const storage = openArchiveStorage(opts);
+      const storage = openRepoStorage(opts, stderrLogger);
       try {
         const result = await archiveFetch({
           storage,

@@ -15,11 +15,12 @@
 import type { Command } from 'commander';
 import { archivePush, isPgarkError } from '../../index';
 import { printError, printResult } from '../output';
-import { addArchiveRepoOptions, openArchiveStorage, stderrLogger, withSignalAbort, type ArchiveRepoOptions } from './archive-common';
+import { addRepoOptions, openRepoStorage, type RepoOptions } from '../repo-options';
+import { stderrLogger, withSignalAbort } from './archive-common';
 
 export const PUSH_EXIT = { archived: 0, failed: 1 } as const;
 
-interface PushOptions extends ArchiveRepoOptions {
+interface PushOptions extends RepoOptions {
   systemIdentifier?: string;
   json?: boolean;
 }
@@ -31,12 +32,12 @@ export function registerArchivePush(program: Command): void {
     .argument('<path>', 'the file to archive (%p)')
     .option('--system-identifier <id>', "refuse files of another cluster than this one (default: the stanza's)")
     .option('--json', 'print the result as JSON');
-  addArchiveRepoOptions(cmd);
+  addRepoOptions(cmd);
   cmd.action(async (walPath: string, opts: PushOptions) => {
     const { signalled, signal, done } = withSignalAbort();
     let code: number;
     try {
-      const storage = openArchiveStorage(opts);
+      const storage = openRepoStorage(opts, stderrLogger);
       try {
         const result = await archivePush({
           storage,
