@@ -69,9 +69,18 @@ function replayPgProtocol(chunks: Buffer[]): number {
   return bytes;
 }
 
-async function viaPgarkConnection(cluster: TestCluster, slowMBps?: number): Promise<{ bytes: number; ms: number; peakExternal: number }> {
+async function viaPgarkConnection(
+  cluster: TestCluster,
+  slowMBps?: number,
+): Promise<{ bytes: number; ms: number; peakExternal: number }> {
   const cfg = cluster.connectionConfig({ user: cluster.replicationUser, replication: true });
-  const conn = await ReplicationConnection.connect({ host: cfg.host, port: cfg.port, user: cfg.user, password: cfg.password, ssl: 'disable' });
+  const conn = await ReplicationConnection.connect({
+    host: cfg.host,
+    port: cfg.port,
+    user: cfg.user,
+    password: cfg.password,
+    ssl: 'disable',
+  });
   const base = process.memoryUsage().arrayBuffers;
   let peak = 0;
   const t0 = performance.now();
@@ -93,11 +102,15 @@ async function viaPgarkConnection(cluster: TestCluster, slowMBps?: number): Prom
 }
 
 /** pg.Client does startup; CopyData arrives through pg-protocol's flowing parser (no backpressure). */
-async function viaPgProtocol(cluster: TestCluster, slowMBps?: number): Promise<{ bytes: number; ms: number; peakExternal: number }> {
+async function viaPgProtocol(
+  cluster: TestCluster,
+  slowMBps?: number,
+): Promise<{ bytes: number; ms: number; peakExternal: number }> {
   const cfg = cluster.connectionConfig({ user: cluster.replicationUser, replication: true });
   const client = new pg.Client({ ...cfg, replication: 'true' } as pg.ClientConfig);
   await client.connect();
-  const con = (client as unknown as { connection: pg.Connection & { stream: import('node:net').Socket } }).connection;
+  const con = (client as unknown as { connection: pg.Connection & { stream: import('node:net').Socket } })
+    .connection;
   // Only our listeners: pg.Client itself would error on result sets of a query it did not send.
   con.removeAllListeners();
   con.on('error', () => {});
@@ -160,13 +173,21 @@ async function main(): Promise<void> {
   const cluster = await startCluster({ major: 17 });
   try {
     const rows = Math.round((mib * 1024 * 1024) / 190);
-    await cluster.query(`CREATE TABLE bench AS SELECT g, repeat(md5(g::text), 4) AS pad FROM generate_series(1, ${rows}) g`);
+    await cluster.query(
+      `CREATE TABLE bench AS SELECT g, repeat(md5(g::text), 4) AS pad FROM generate_series(1, ${rows}) g`,
+    );
     await cluster.query('CHECKPOINT');
 
     // Record the raw stream.
     const proxy = await startTcpProxy(cluster.host, cluster.port);
     const cfg = cluster.connectionConfig({ user: cluster.replicationUser, replication: true });
-    const conn = await ReplicationConnection.connect({ host: cfg.host, port: proxy.port, user: cfg.user, password: cfg.password, ssl: 'disable' });
+    const conn = await ReplicationConnection.connect({
+      host: cfg.host,
+      port: proxy.port,
+      user: cfg.user,
+      password: cfg.password,
+      ssl: 'disable',
+    });
     const pc = proxy.connections[0]!;
     const from = pc.serverBytes;
     for await (const ev of conn.copyOut(SQL)) void ev;
@@ -190,7 +211,14 @@ async function main(): Promise<void> {
       theirs.push(stream.length / MB / ((performance.now() - t) / 1000));
       if (a !== b) throw new Error(`parsers disagree: ${a} vs ${b}`);
     }
-    record({ case: 'replay', streamBytes: stream.length, runs, framerMBps: median(ours), pgProtocolMBps: median(theirs), ratio: median(ours) / median(theirs) });
+    record({
+      case: 'replay',
+      streamBytes: stream.length,
+      runs,
+      framerMBps: median(ours),
+      pgProtocolMBps: median(theirs),
+      ratio: median(ours) / median(theirs),
+    });
 
     const e2eOurs: number[] = [];
     const e2eTheirs: number[] = [];
@@ -200,7 +228,13 @@ async function main(): Promise<void> {
       const b = await viaPgProtocol(cluster);
       e2eTheirs.push(b.bytes / MB / (b.ms / 1000));
     }
-    record({ case: 'end-to-end', runs: Math.min(runs, 3), pgarkMBps: median(e2eOurs), pgProtocolMBps: median(e2eTheirs), ratio: median(e2eOurs) / median(e2eTheirs) });
+    record({
+      case: 'end-to-end',
+      runs: Math.min(runs, 3),
+      pgarkMBps: median(e2eOurs),
+      pgProtocolMBps: median(e2eTheirs),
+      ratio: median(e2eOurs) / median(e2eTheirs),
+    });
 
     const slowA = await viaPgarkConnection(cluster, 100);
     const slowB = await viaPgProtocol(cluster, 100);

@@ -52,7 +52,7 @@ function encode(m: BackendMessage): Buffer {
 /** Keeps every message except the middle of long runs of archive/manifest data messages. */
 function thin(messages: BackendMessage[], legacy: boolean): BackendMessage[] {
   const isData = (m: BackendMessage): boolean =>
-    m.code === BackendCode.CopyData && (legacy || m.body[0] === 0x64 /* 'd' sub-message */);
+    m.code === BackendCode.CopyData && (legacy || m.body[0] === 0x64); /* 'd' sub-message */
   const out: BackendMessage[] = [];
   let run: BackendMessage[] = [];
   const flush = (): void => {
@@ -77,13 +77,23 @@ async function session(
   body: (conn: ReplicationConnection) => Promise<string[]>,
 ): Promise<{ bytes: Buffer; commands: string[]; version: string }> {
   const cfg = cluster.connectionConfig({ user: cluster.replicationUser, replication: true });
-  const conn = await ReplicationConnection.connect({ host: '127.0.0.1', port: proxy.port, user: cfg.user, password: cfg.password, ssl: 'disable' });
+  const conn = await ReplicationConnection.connect({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: cfg.user,
+    password: cfg.password,
+    ssl: 'disable',
+  });
   const pc = proxy.connections[proxy.connections.length - 1]!;
   const startAt = pc.serverBytes; // everything up to the startup's ReadyForQuery
   const commands = await body(conn);
   await conn.close();
   await new Promise((r) => setTimeout(r, 50));
-  return { bytes: serverBytesFrom(pc, startAt), commands, version: conn.parameters.get('server_version') ?? '' };
+  return {
+    bytes: serverBytesFrom(pc, startAt),
+    commands,
+    version: conn.parameters.get('server_version') ?? '',
+  };
 }
 
 async function runQuiet(conn: ReplicationConnection, sql: string, log: string[]): Promise<void> {
@@ -98,10 +108,25 @@ async function runQuiet(conn: ReplicationConnection, sql: string, log: string[])
 async function captureMajor(major: Major, index: FixtureInfo[]): Promise<void> {
   const cluster = await startCluster({ major, settings: { restore_command: 'false' } });
   const proxy = await startTcpProxy(cluster.host, cluster.port);
-  const write = (name: string, s: { bytes: Buffer; commands: string[]; version: string }, thinned = false, notes?: string): void => {
+  const write = (
+    name: string,
+    s: { bytes: Buffer; commands: string[]; version: string },
+    thinned = false,
+    notes?: string,
+  ): void => {
     const file = `pg${major}-${name}.bin`;
     writeFileSync(join(OUT_DIR, file), s.bytes);
-    index.push({ file, major, serverVersion: s.version, session: name, commands: s.commands, bytes: s.bytes.length, messages: frame(s.bytes).length, thinned, ...(notes ? { notes } : {}) });
+    index.push({
+      file,
+      major,
+      serverVersion: s.version,
+      session: name,
+      commands: s.commands,
+      bytes: s.bytes.length,
+      messages: frame(s.bytes).length,
+      thinned,
+      ...(notes ? { notes } : {}),
+    });
   };
   try {
     // 1. Small commands and their errors.
@@ -115,9 +140,13 @@ async function captureMajor(major: Major, index: FixtureInfo[]): Promise<void> {
           'SHOW server_version_num',
           'SHOW no_such_setting',
           'TIMELINE_HISTORY 1',
-          major >= 15 ? 'CREATE_REPLICATION_SLOT "fixture_slot" PHYSICAL (RESERVE_WAL)' : 'CREATE_REPLICATION_SLOT "fixture_slot" PHYSICAL RESERVE_WAL',
+          major >= 15
+            ? 'CREATE_REPLICATION_SLOT "fixture_slot" PHYSICAL (RESERVE_WAL)'
+            : 'CREATE_REPLICATION_SLOT "fixture_slot" PHYSICAL RESERVE_WAL',
           'CREATE_REPLICATION_SLOT "fixture_slot" PHYSICAL',
-          ...(major >= 15 ? ['READ_REPLICATION_SLOT "fixture_slot"', 'READ_REPLICATION_SLOT "no_such_slot"'] : ['READ_REPLICATION_SLOT "fixture_slot"']),
+          ...(major >= 15
+            ? ['READ_REPLICATION_SLOT "fixture_slot"', 'READ_REPLICATION_SLOT "no_such_slot"']
+            : ['READ_REPLICATION_SLOT "fixture_slot"']),
           'DROP_REPLICATION_SLOT "fixture_slot"',
           'DROP_REPLICATION_SLOT "fixture_slot"',
           'SELECT 1',
@@ -147,8 +176,12 @@ async function captureMajor(major: Major, index: FixtureInfo[]): Promise<void> {
           if (ev.data[0] === 0x6b) k++;
           if (!generated) {
             generated = true;
-            await cluster.query('CREATE TABLE IF NOT EXISTS fixture_t AS SELECT g FROM generate_series(1, 200) g');
-            await conn.sendCopyData(buildStandbyStatusUpdate({ writeLsn: start, flushLsn: 0n, applyLsn: 0n, replyRequested: true }));
+            await cluster.query(
+              'CREATE TABLE IF NOT EXISTS fixture_t AS SELECT g FROM generate_series(1, 200) g',
+            );
+            await conn.sendCopyData(
+              buildStandbyStatusUpdate({ writeLsn: start, flushLsn: 0n, applyLsn: 0n, replyRequested: true }),
+            );
           }
           if (!sentDone && w >= 2 && k >= 1) {
             sentDone = true;
@@ -162,12 +195,20 @@ async function captureMajor(major: Major, index: FixtureInfo[]): Promise<void> {
     // 3. A base backup (legacy protocol on 14, single CopyOut with n/d/p/m sub-messages on 15+).
     if (major === 14 || major === 17) {
       const s = await session(cluster, proxy, async (conn) => {
-        const sql = major >= 15 ? "BASE_BACKUP (LABEL 'fixture', CHECKPOINT 'fast', MANIFEST 'yes', WAIT 0)" : "BASE_BACKUP LABEL 'fixture' FAST MANIFEST 'yes' NOWAIT";
+        const sql =
+          major >= 15
+            ? "BASE_BACKUP (LABEL 'fixture', CHECKPOINT 'fast', MANIFEST 'yes', WAIT 0)"
+            : "BASE_BACKUP LABEL 'fixture' FAST MANIFEST 'yes' NOWAIT";
         for await (const ev of conn.copyOut(sql)) void ev;
         return [sql];
       });
       const thinned = thin(frame(s.bytes), major < 15);
-      write('base-backup', { ...s, bytes: Buffer.concat(thinned.map(encode)) }, true, 'archive and manifest data runs thinned to their first 2 and last 1 CopyData messages');
+      write(
+        'base-backup',
+        { ...s, bytes: Buffer.concat(thinned.map(encode)) },
+        true,
+        'archive and manifest data runs thinned to their first 2 and last 1 CopyData messages',
+      );
     }
 
     // 4. TIMELINE_HISTORY after a promotion: archive recovery (recovery.signal, restore_command
@@ -188,7 +229,8 @@ async function captureMajor(major: Major, index: FixtureInfo[]): Promise<void> {
         'timeline-history',
         await session(cluster, proxy, async (conn) => {
           const log: string[] = [];
-          for (const sql of ['IDENTIFY_SYSTEM', 'TIMELINE_HISTORY 2', 'TIMELINE_HISTORY 3']) await runQuiet(conn, sql, log);
+          for (const sql of ['IDENTIFY_SYSTEM', 'TIMELINE_HISTORY 2', 'TIMELINE_HISTORY 3'])
+            await runQuiet(conn, sql, log);
           return log;
         }),
       );
@@ -201,13 +243,18 @@ async function captureMajor(major: Major, index: FixtureInfo[]): Promise<void> {
 
 async function main(): Promise<void> {
   mkdirSync(OUT_DIR, { recursive: true });
-  const majors = (process.argv.slice(2).length ? process.argv.slice(2).map(Number) : [14, 15, 16, 17, 18]) as Major[];
+  const majors = (
+    process.argv.slice(2).length ? process.argv.slice(2).map(Number) : [14, 15, 16, 17, 18]
+  ) as Major[];
   const index: FixtureInfo[] = [];
   for (const major of majors) {
     await captureMajor(major, index);
     process.stdout.write(`captured pg${major}\n`);
   }
-  writeFileSync(join(OUT_DIR, 'index.json'), JSON.stringify({ capturedAt: new Date().toISOString(), fixtures: index }, null, 2) + '\n');
+  writeFileSync(
+    join(OUT_DIR, 'index.json'),
+    JSON.stringify({ capturedAt: new Date().toISOString(), fixtures: index }, null, 2) + '\n',
+  );
   const total = index.reduce((a, f) => a + f.bytes, 0);
   process.stdout.write(`wrote ${index.length} fixtures, ${total} bytes\n`);
 }

@@ -30,11 +30,22 @@ function isDatabaseError(e: unknown): e is PgDatabaseErrorLike & Error {
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
 }
 
-const REFUSED_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'ENOENT']);
+const REFUSED_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'EADDRNOTAVAIL',
+  'ENOENT',
+]);
 const TLS_CODE_RE = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME|HOSTNAME/;
 
 /** Server fields of a DatabaseError, masked. */
-export function serverFieldsFromPgError(e: PgDatabaseErrorLike, secret: string | undefined): ServerErrorFields {
+export function serverFieldsFromPgError(
+  e: PgDatabaseErrorLike,
+  secret: string | undefined,
+): ServerErrorFields {
   const f: ServerErrorFields = { sqlstate: e.code ?? 'XX000', message: maskSecret(e.message, secret) };
   if (e.severity) f.severity = e.severity;
   if (e.detail) f.detail = maskSecret(e.detail, secret);
@@ -57,20 +68,28 @@ export function mapConnectError(e: unknown, target: string, secret: string | und
     // 42501 insufficient_privilege ("must be superuser or replication role to start walsender",
     // "permission denied to start WAL sender" in 16+).
     if (sqlstate === '28P01') {
-      return new ConnectionError('CONNECTION_AUTH_FAILED', `authentication failed for ${target}: ${fields.message}`, {
-        target,
-        sqlstate,
-        cause: serverError,
-        hint: 'check the user name and password',
-      });
+      return new ConnectionError(
+        'CONNECTION_AUTH_FAILED',
+        `authentication failed for ${target}: ${fields.message}`,
+        {
+          target,
+          sqlstate,
+          cause: serverError,
+          hint: 'check the user name and password',
+        },
+      );
     }
     if (sqlstate === '28000' || sqlstate === '42501') {
-      return new ConnectionError('CONNECTION_PERMISSION_DENIED', `replication connection refused for ${target}: ${fields.message}`, {
-        target,
-        sqlstate,
-        cause: serverError,
-        hint: 'the role needs the REPLICATION attribute (or superuser) and a pg_hba.conf "replication" entry',
-      });
+      return new ConnectionError(
+        'CONNECTION_PERMISSION_DENIED',
+        `replication connection refused for ${target}: ${fields.message}`,
+        {
+          target,
+          sqlstate,
+          cause: serverError,
+          hint: 'the role needs the REPLICATION attribute (or superuser) and a pg_hba.conf "replication" entry',
+        },
+      );
     }
     return serverError;
   }
@@ -80,10 +99,16 @@ export function mapConnectError(e: unknown, target: string, secret: string | und
   // Only socket-level errors (no secret possible) keep their original as cause.
   const socketCause = code ? { name: err.name, code, message } : undefined;
   if (REFUSED_CODES.has(code)) {
-    return new ConnectionError('CONNECTION_REFUSED', `cannot reach ${target}: ${message}`, { target, cause: socketCause });
+    return new ConnectionError('CONNECTION_REFUSED', `cannot reach ${target}: ${message}`, {
+      target,
+      cause: socketCause,
+    });
   }
   if (code === 'ETIMEDOUT') {
-    return new ConnectionError('CONNECTION_TIMEOUT', `connecting to ${target} timed out: ${message}`, { target, cause: socketCause });
+    return new ConnectionError('CONNECTION_TIMEOUT', `connecting to ${target} timed out: ${message}`, {
+      target,
+      cause: socketCause,
+    });
   }
   if (TLS_CODE_RE.test(code) || /SSL|TLS|certificate/i.test(err.message)) {
     return new ConnectionError('CONNECTION_TLS_FAILED', `tls with ${target} failed: ${message}`, {
@@ -94,10 +119,19 @@ export function mapConnectError(e: unknown, target: string, secret: string | und
   }
   if (/^SASL|password/i.test(err.message)) {
     // pg's SCRAM client rejects e.g. a missing password or a bad server signature before the server answers.
-    return new ConnectionError('CONNECTION_AUTH_FAILED', `authentication failed for ${target}: ${message}`, { target });
+    return new ConnectionError('CONNECTION_AUTH_FAILED', `authentication failed for ${target}: ${message}`, {
+      target,
+    });
   }
   if (code === 'ECONNRESET' || code === 'EPIPE' || /terminated/i.test(err.message)) {
-    return new ConnectionError('CONNECTION_CLOSED', `connection to ${target} closed during startup: ${message}`, { target, cause: socketCause });
+    return new ConnectionError(
+      'CONNECTION_CLOSED',
+      `connection to ${target} closed during startup: ${message}`,
+      { target, cause: socketCause },
+    );
   }
-  return new ConnectionError('CONNECTION_CLOSED', `connecting to ${target} failed: ${message}`, { target, cause: socketCause });
+  return new ConnectionError('CONNECTION_CLOSED', `connecting to ${target} failed: ${message}`, {
+    target,
+    cause: socketCause,
+  });
 }

@@ -75,7 +75,9 @@ function parseUrl(text: string): Map<string, string> {
  *
  * @example parseConnectionString('postgresql://replicator@db1:5432/postgres?sslmode=require')
  */
-export function parseConnectionString(text: string): Partial<ReplicationConnectionOptions> & { host?: string; user?: string } {
+export function parseConnectionString(
+  text: string,
+): Partial<ReplicationConnectionOptions> & { host?: string; user?: string } {
   const isUrl = /^postgres(ql)?:\/\//i.test(text.trim());
   const kv = isUrl ? parseUrl(text.trim()) : parseKeyValue(text);
   const o: Partial<ReplicationConnectionOptions> = {};
@@ -104,13 +106,17 @@ export function parseConnectionString(text: string): Partial<ReplicationConnecti
         break;
       case 'sslmode':
         if (!SSL_MODES.includes(value as SslMode)) {
-          throw new ConfigError('CONFIG_INVALID_CONNINFO', `invalid sslmode "${value}" (use ${SSL_MODES.join(', ')})`);
+          throw new ConfigError(
+            'CONFIG_INVALID_CONNINFO',
+            `invalid sslmode "${value}" (use ${SSL_MODES.join(', ')})`,
+          );
         }
         o.ssl = value as SslMode;
         break;
       case 'connect_timeout': {
         const s = Number(value);
-        if (!Number.isFinite(s) || s < 0) throw new ConfigError('CONFIG_INVALID_CONNINFO', `invalid connect_timeout "${value}"`);
+        if (!Number.isFinite(s) || s < 0)
+          throw new ConfigError('CONFIG_INVALID_CONNINFO', `invalid connect_timeout "${value}"`);
         if (s > 0) o.connectTimeoutMs = Math.max(2, s) * 1000; // libpq: values below 2 s act as 2 s
         break;
       }

@@ -12,7 +12,15 @@ import type { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type pg from 'pg';
-import { ConnectionError, PgarkError, PostgresServerError, ProtocolError, ReplicationError, type ServerErrorFields } from '../errors';
+import {
+  ConfigError,
+  ConnectionError,
+  PgarkError,
+  PostgresServerError,
+  ProtocolError,
+  ReplicationError,
+  type ServerErrorFields,
+} from '../errors';
 import { emit, noopLogger, type Logger, type ObserveOptions } from '../observe';
 import {
   BackendCode,
@@ -115,8 +123,9 @@ export interface QueryResult {
 
 /**
  * The response to one command, pulled event by event. While you do not pull, the socket is paused
- * (beyond `highWaterMarkBytes`). Ending the iteration early (break/return) before the command
- * finished closes the connection, because the server would otherwise keep sending.
+ * (beyond `highWaterMarkBytes`); a consumer that simply stops pulling leaves it paused until
+ * `close()`. Ending the iteration early (break/return) before the command finished closes the
+ * connection, because the server would otherwise keep sending.
  */
 export interface CommandStream extends AsyncIterableIterator<CommandEvent> {
   /** Resolves with the next event, or `{ done: true }` after ReadyForQuery. */
@@ -147,6 +156,35 @@ export function parseServerVersion(text: string): number | undefined {
   const major = Number(m[1]);
   if (major >= 10) return major * 10000 + Number(m[2] ?? 0);
   return major * 10000 + Number(m[2] ?? 0) * 100 + Number(m[3] ?? 0);
+}
+
+function invalid(what: string): never {
+  throw new ConfigError('CONFIG_INVALID_OPTION', `invalid connection option: ${what}`);
+}
+
+/** Checks the options before any socket is opened (ConfigError CONFIG_INVALID_OPTION; the password is never echoed). */
+function validateOptions(o: ReplicationConnectionOptions): void {
+  if (typeof o.host !== 'string' || o.host === '') invalid('host must be a non-empty string');
+  if (typeof o.user !== 'string' || o.user === '') invalid('user must be a non-empty string');
+  if (o.password !== undefined && typeof o.password !== 'string') invalid('password must be a string');
+  if (o.port !== undefined && !(Number.isInteger(o.port) && o.port >= 1 && o.port <= 65535))
+    invalid(`port ${String(o.port)}`);
+  if (o.connectTimeoutMs !== undefined && !(Number.isFinite(o.connectTimeoutMs) && o.connectTimeoutMs > 0))
+    invalid(`connectTimeoutMs ${String(o.connectTimeoutMs)}`);
+  if (
+    o.maxMessageBytes !== undefined &&
+    !(Number.isInteger(o.maxMessageBytes) && o.maxMessageBytes >= 1024 && o.maxMessageBytes <= 0x7fffffff - 4)
+  ) {
+    invalid(`maxMessageBytes ${String(o.maxMessageBytes)} (1024 … 2^31-5)`);
+  }
+  if (
+    o.highWaterMarkBytes !== undefined &&
+    !(Number.isInteger(o.highWaterMarkBytes) && o.highWaterMarkBytes > 0)
+  )
+    invalid(`highWaterMarkBytes ${String(o.highWaterMarkBytes)}`);
+  const mode = typeof o.ssl === 'object' ? o.ssl.mode : o.ssl;
+  if (mode !== undefined && !['disable', 'prefer', 'require', 'verify-ca', 'verify-full'].includes(mode))
+    invalid(`ssl mode ${String(mode)}`);
 }
 
 function tlsConfig(ssl: SslMode | TlsOptions): false | TlsConnectionOptions {
@@ -220,13 +258,18 @@ export class ReplicationConnection {
     this.logger = args.options.logger ?? noopLogger;
     this.observe = { logger: args.options.logger, onEvent: args.options.onEvent };
     this.highWaterMarkBytes = args.options.highWaterMarkBytes ?? CONNECTION_DEFAULTS.highWaterMarkBytes;
-    this.framer = new MessageFramer({ maxMessageBytes: args.options.maxMessageBytes ?? CONNECTION_DEFAULTS.maxMessageBytes });
+    this.framer = new MessageFramer({
+      maxMessageBytes: args.options.maxMessageBytes ?? CONNECTION_DEFAULTS.maxMessageBytes,
+    });
     this.socket.on('data', (chunk: Buffer) => {
       this.framer.push(chunk);
       this.pump();
     });
     this.socket.on('error', (e: Error) => {
-      this.logger.debug('replication socket error', { target: this.target, error: maskSecret(e.message, undefined) });
+      this.logger.debug('replication socket error', {
+        target: this.target,
+        error: maskSecret(e.message, undefined),
+      });
     });
     this.socket.on('close', () => this.onSocketClosed());
   }
@@ -240,6 +283,7 @@ export class ReplicationConnection {
    * ReplicationError REPLICATION_UNSUPPORTED_VERSION for servers older than 14.
    */
   static async connect(options: ReplicationConnectionOptions): Promise<ReplicationConnection> {
+    validateOptions(options);
     const target = describeTarget(options);
     const ssl = options.ssl ?? CONNECTION_DEFAULTS.ssl;
     const mode = typeof ssl === 'string' ? ssl : ssl.mode;
@@ -247,7 +291,12 @@ export class ReplicationConnection {
       return await ReplicationConnection.connectOnce(options, target, tlsConfig(ssl));
     } catch (e) {
       // sslmode=prefer: the server said 'N' to SSLRequest; libpq then continues without TLS.
-      if (mode === 'prefer' && e instanceof ConnectionError && e.code === 'CONNECTION_TLS_FAILED' && /does not support SSL/i.test(e.message)) {
+      if (
+        mode === 'prefer' &&
+        e instanceof ConnectionError &&
+        e.code === 'CONNECTION_TLS_FAILED' &&
+        /does not support SSL/i.test(e.message)
+      ) {
         return ReplicationConnection.connectOnce(options, target, false);
       }
       throw e;
@@ -276,19 +325,33 @@ export class ReplicationConnection {
       keepAlive: true,
     } as pg.ClientConfig & { replication: string; sslnegotiation?: string });
     const params = client as unknown as { connectionParameters: Record<string, unknown> };
-    for (const k of ['options', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'client_encoding']) {
+    for (const k of [
+      'options',
+      'statement_timeout',
+      'lock_timeout',
+      'idle_in_transaction_session_timeout',
+      'client_encoding',
+    ]) {
       params.connectionParameters[k] = undefined;
     }
     const parameters = new Map<string, string>();
     const con = (client as unknown as { connection: pg.Connection & { stream: Socket } }).connection;
-    con.on('parameterStatus', (m: { parameterName: string; parameterValue: string }) => parameters.set(m.parameterName, m.parameterValue));
+    con.on('parameterStatus', (m: { parameterName: string; parameterValue: string }) =>
+      parameters.set(m.parameterName, m.parameterValue),
+    );
     // A client 'error' after connect would otherwise be an unhandled 'error' event.
     client.on('error', () => {});
 
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        reject(new ConnectionError('CONNECTION_TIMEOUT', `connecting to ${target} took longer than ${timeoutMs} ms`, { target }));
+        reject(
+          new ConnectionError(
+            'CONNECTION_TIMEOUT',
+            `connecting to ${target} took longer than ${timeoutMs} ms`,
+            { target },
+          ),
+        );
         con.stream.destroy();
       }, timeoutMs);
     });
@@ -328,7 +391,10 @@ export class ReplicationConnection {
     }
     if (!(version >= 140000)) {
       await conn.close();
-      throw new ReplicationError('REPLICATION_UNSUPPORTED_VERSION', `server ${target} runs postgresql ${versionText || version}; pgark needs 14 or newer`);
+      throw new ReplicationError(
+        'REPLICATION_UNSUPPORTED_VERSION',
+        `server ${target} runs postgresql ${versionText || version}; pgark needs 14 or newer`,
+      );
     }
     emit(options, { type: 'connection.opened', target, serverVersion: version });
     return conn;
@@ -340,7 +406,11 @@ export class ReplicationConnection {
    * paused, and how often it was paused (backpressure at work).
    */
   stats(): { bufferedBytes: number; paused: boolean; pauses: number } {
-    return { bufferedBytes: (this.active?.bufferedBytes ?? 0) + this.framer.bufferedBytes, paused: this.paused, pauses: this.pauses };
+    return {
+      bufferedBytes: (this.active?.bufferedBytes ?? 0) + this.framer.bufferedBytes,
+      paused: this.paused,
+      pauses: this.pauses,
+    };
   }
 
   /** True once the connection failed or was closed. */
@@ -358,10 +428,17 @@ export class ReplicationConnection {
    */
   execute(sql: string): CommandStream {
     if (this.failure) return this.failedStream(this.failure);
-    if (this.closedByClient) return this.failedStream(new ConnectionError('CONNECTION_CLOSED', `connection to ${this.target} is closed`, { target: this.target }));
+    if (this.closedByClient)
+      return this.failedStream(
+        new ConnectionError('CONNECTION_CLOSED', `connection to ${this.target} is closed`, {
+          target: this.target,
+        }),
+      );
     if (this.active) {
       return this.failedStream(
-        new ConnectionError('CONNECTION_BUSY', `a command is still running on ${this.target}`, { target: this.target }),
+        new ConnectionError('CONNECTION_BUSY', `a command is still running on ${this.target}`, {
+          target: this.target,
+        }),
       );
     }
     let message: Buffer;
@@ -370,7 +447,15 @@ export class ReplicationConnection {
     } catch (e) {
       return this.failedStream(e as PgarkError);
     }
-    const cmd: PendingCommand = { sql, events: [], bufferedBytes: 0, error: undefined, done: false, copyMode: undefined, waiter: undefined };
+    const cmd: PendingCommand = {
+      sql,
+      events: [],
+      bufferedBytes: 0,
+      error: undefined,
+      done: false,
+      copyMode: undefined,
+      waiter: undefined,
+    };
     this.active = cmd;
     this.socket.write(message);
     return this.streamFor(cmd);
@@ -405,7 +490,8 @@ export class ReplicationConnection {
           current = { fields: ev.fields.map((f) => f.name), rows: [], commandTag: '' };
           break;
         case 'dataRow':
-          if (!current) throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', 'DataRow without RowDescription');
+          if (!current)
+            throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', 'DataRow without RowDescription');
           current.rows.push(ev.values);
           break;
         case 'commandComplete':
@@ -428,7 +514,10 @@ export class ReplicationConnection {
       }
     }
     if (unexpected) {
-      throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `${unexpected} to "${sql}": use execute/copyOut/copyBoth for commands that copy`);
+      throw new ProtocolError(
+        'PROTOCOL_UNEXPECTED_MESSAGE',
+        `${unexpected} to "${sql}": use execute/copyOut/copyBoth for commands that copy`,
+      );
     }
     return results;
   }
@@ -489,7 +578,9 @@ export class ReplicationConnection {
   private assertWritable(): void {
     if (this.failure) throw this.failure;
     if (this.closedByClient || this.socket.destroyed || !this.socket.writable) {
-      throw new ConnectionError('CONNECTION_CLOSED', `connection to ${this.target} is closed`, { target: this.target });
+      throw new ConnectionError('CONNECTION_CLOSED', `connection to ${this.target} is closed`, {
+        target: this.target,
+      });
     }
   }
 
@@ -501,7 +592,12 @@ export class ReplicationConnection {
       };
       const onClose = (): void => {
         this.socket.off('drain', onDrain);
-        reject(this.failure ?? new ConnectionError('CONNECTION_CLOSED', `connection to ${this.target} closed`, { target: this.target }));
+        reject(
+          this.failure ??
+            new ConnectionError('CONNECTION_CLOSED', `connection to ${this.target} closed`, {
+              target: this.target,
+            }),
+        );
       };
       this.socket.once('drain', onDrain);
       this.socket.once('close', onClose);
@@ -512,7 +608,11 @@ export class ReplicationConnection {
   private pump(): void {
     while (!this.failure) {
       const cmd = this.active;
-      if (cmd && (cmd.bufferedBytes >= this.highWaterMarkBytes || cmd.events.length >= CONNECTION_DEFAULTS.highWaterMarkEvents)) {
+      if (
+        cmd &&
+        (cmd.bufferedBytes >= this.highWaterMarkBytes ||
+          cmd.events.length >= CONNECTION_DEFAULTS.highWaterMarkEvents)
+      ) {
         if (!this.paused) {
           this.paused = true;
           this.pauses++;
@@ -560,7 +660,10 @@ export class ReplicationConnection {
     if (code === BackendCode.NoticeResponse) {
       const fields = parseErrorFields(body, 'NoticeResponse');
       const level = fields.severity === 'WARNING' ? 'warn' : 'info';
-      this.logger[level](`server ${fields.severity?.toLowerCase() ?? 'notice'}: ${fields.message}`, { target: this.target, sqlstate: fields.sqlstate });
+      this.logger[level](`server ${fields.severity?.toLowerCase() ?? 'notice'}: ${fields.message}`, {
+        target: this.target,
+        sqlstate: fields.sqlstate,
+      });
       if (this.active) this.push(this.active, { type: 'notice', fields }, 0);
       return;
     }
@@ -576,11 +679,18 @@ export class ReplicationConnection {
       const err = new PostgresServerError(fields);
       if (fields.severity === 'FATAL' || fields.severity === 'PANIC') this.fatalServerError = err;
       if (cmd) cmd.error ??= err;
-      else this.logger.warn(`server error outside a command: ${fields.message}`, { target: this.target, sqlstate: fields.sqlstate });
+      else
+        this.logger.warn(`server error outside a command: ${fields.message}`, {
+          target: this.target,
+          sqlstate: fields.sqlstate,
+        });
       return;
     }
     if (!cmd) {
-      throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `unexpected ${backendCodeName(code)} message while no command is running`);
+      throw new ProtocolError(
+        'PROTOCOL_UNEXPECTED_MESSAGE',
+        `unexpected ${backendCodeName(code)} message while no command is running`,
+      );
     }
     switch (code) {
       case BackendCode.RowDescription:
@@ -626,7 +736,10 @@ export class ReplicationConnection {
         this.wake(cmd);
         return;
       default:
-        throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `unexpected ${backendCodeName(code)} message during "${cmd.sql.slice(0, 40)}"`);
+        throw new ProtocolError(
+          'PROTOCOL_UNEXPECTED_MESSAGE',
+          `unexpected ${backendCodeName(code)} message during "${cmd.sql.slice(0, 40)}"`,
+        );
     }
   }
 
@@ -646,14 +759,22 @@ export class ReplicationConnection {
     if (!this.failure) {
       let err: PgarkError;
       if (this.closedByClient) {
-        err = new ConnectionError('CONNECTION_CLOSED', `connection to ${this.target} was closed by the client`, { target: this.target });
+        err = new ConnectionError(
+          'CONNECTION_CLOSED',
+          `connection to ${this.target} was closed by the client`,
+          { target: this.target },
+        );
       } else if (this.fatalServerError) {
         const f = this.fatalServerError;
-        err = new ConnectionError('CONNECTION_CLOSED', `server closed the connection to ${this.target}: ${f.message}`, {
-          target: this.target,
-          sqlstate: f.sqlstate,
-          cause: f,
-        });
+        err = new ConnectionError(
+          'CONNECTION_CLOSED',
+          `server closed the connection to ${this.target}: ${f.message}`,
+          {
+            target: this.target,
+            sqlstate: f.sqlstate,
+            cause: f,
+          },
+        );
       } else {
         err = new ConnectionError(
           'CONNECTION_CLOSED',
@@ -663,7 +784,11 @@ export class ReplicationConnection {
       }
       this.fail(err);
     }
-    emit(this.observe, { type: 'connection.closed', target: this.target, ...(this.closedByClient ? {} : { error: this.failure?.code }) });
+    emit(this.observe, {
+      type: 'connection.closed',
+      target: this.target,
+      ...(this.closedByClient ? {} : { error: this.failure?.code }),
+    });
   }
 
   private failedStream(err: PgarkError): CommandStream {
@@ -704,7 +829,13 @@ export class ReplicationConnection {
       return: async () => {
         if (!cmd.done) {
           // The server is still sending this command's response; the connection cannot be reused.
-          this.fail(new ConnectionError('CONNECTION_CLOSED', `command abandoned before it finished on ${this.target}`, { target: this.target }));
+          this.fail(
+            new ConnectionError(
+              'CONNECTION_CLOSED',
+              `command abandoned before it finished on ${this.target}`,
+              { target: this.target },
+            ),
+          );
           this.destroy();
         }
         return { done: true, value: undefined };

@@ -86,7 +86,10 @@ export class BufferReader {
   cstring(): string {
     const end = this.buf.indexOf(0, this.offset);
     if (end < 0) {
-      throw new ProtocolError('PROTOCOL_MALFORMED_MESSAGE', `malformed ${this.what}: unterminated string at offset ${this.offset}`);
+      throw new ProtocolError(
+        'PROTOCOL_MALFORMED_MESSAGE',
+        `malformed ${this.what}: unterminated string at offset ${this.offset}`,
+      );
     }
     const s = this.buf.toString('utf8', this.offset, end);
     this.offset = end + 1;

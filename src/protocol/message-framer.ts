@@ -17,7 +17,7 @@
  * The declared length is checked against `maxMessageBytes` as soon as the 5-byte header is
  * complete, before any body byte is buffered.
  */
-import { ProtocolError } from '../errors';
+import { ConfigError, ProtocolError } from '../errors';
 import { backendCodeName } from './message-codes';
 
 /** One whole backend message. `body` excludes the code byte and the length word. */
@@ -56,8 +56,10 @@ export class MessageFramer {
   constructor(options: MessageFramerOptions = {}) {
     const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     if (!Number.isInteger(max) || max < 1 || max > 0x7fffffff - 4) {
-      // A framing bound, not user input validation: a programming error of the caller.
-      throw new ProtocolError('PROTOCOL_MESSAGE_TOO_LONG', `invalid maxMessageBytes ${max}`);
+      throw new ConfigError(
+        'CONFIG_INVALID_OPTION',
+        `invalid maxMessageBytes ${max}: an integer from 1 to ${0x7fffffff - 4}`,
+      );
     }
     this.maxMessageBytes = max;
   }
@@ -71,7 +73,9 @@ export class MessageFramer {
 
   /** Bytes pushed but not yet returned in a message (including a partially assembled one). */
   get bufferedBytes(): number {
-    return this.queuedBytes - this.chunkOffset + this.headerFilled + (this.partial ? 5 + this.partial.filled : 0);
+    return (
+      this.queuedBytes - this.chunkOffset + this.headerFilled + (this.partial ? 5 + this.partial.filled : 0)
+    );
   }
 
   /** True when a message has started but is not complete: a stream ending now was cut mid-message. */

@@ -102,6 +102,9 @@ export function parseBaseBackupMessage(payload: Buffer): BaseBackupMessage {
       r.end();
       return { type: 'manifest' };
     default:
-      throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `unexpected BASE_BACKUP message type 0x${t.toString(16)}`);
+      throw new ProtocolError(
+        'PROTOCOL_UNEXPECTED_MESSAGE',
+        `unexpected BASE_BACKUP message type 0x${t.toString(16)}`,
+      );
   }
 }

@@ -6,17 +6,25 @@ import { PostgresServerError, ProtocolError, ReplicationError, type CodeOf } fro
 import type { QueryResult } from '../connection/replication-connection';
 
 /** The only row of the only result set, as a name → value map; PROTOCOL_UNEXPECTED_MESSAGE otherwise. */
-export function singleRow(results: QueryResult[], command: string, columns: readonly string[]): Map<string, Buffer | null> {
+export function singleRow(
+  results: QueryResult[],
+  command: string,
+  columns: readonly string[],
+): Map<string, Buffer | null> {
   const withRows = results.filter((r) => r.fields.length > 0);
   const res = withRows[0];
   if (withRows.length !== 1 || !res || res.rows.length !== 1) {
-    throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `${command} returned ${withRows.length} result sets / ${res?.rows.length ?? 0} rows, expected 1 row`);
+    throw new ProtocolError(
+      'PROTOCOL_UNEXPECTED_MESSAGE',
+      `${command} returned ${withRows.length} result sets / ${res?.rows.length ?? 0} rows, expected 1 row`,
+    );
   }
   const row = res.rows[0]!;
   const out = new Map<string, Buffer | null>();
   for (const col of columns) {
     const i = res.fields.indexOf(col);
-    if (i < 0) throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `${command} result lacks column ${col}`);
+    if (i < 0)
+      throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `${command} result lacks column ${col}`);
     out.set(col, row[i] ?? null);
   }
   return out;
@@ -28,7 +36,8 @@ export function text(v: Buffer | null | undefined): string | null {
 
 export function requiredText(v: Buffer | null | undefined, command: string, column: string): string {
   const t = text(v);
-  if (t === null) throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `${command} returned NULL ${column}`);
+  if (t === null)
+    throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `${command} returned NULL ${column}`);
   return t;
 }
 
@@ -44,7 +53,11 @@ export async function mapServerErrors<T>(
     if (e instanceof PostgresServerError) {
       const code = map[e.sqlstate];
       if (code) {
-        throw new ReplicationError(code, `${context.what}: ${e.message}`, { sqlstate: e.sqlstate, slotName: context.slotName, cause: e });
+        throw new ReplicationError(code, `${context.what}: ${e.message}`, {
+          sqlstate: e.sqlstate,
+          slotName: context.slotName,
+          cause: e,
+        });
       }
     }
     throw e;

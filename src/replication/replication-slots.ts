@@ -6,7 +6,11 @@ import type { ReplicationConnection } from '../connection/replication-connection
 import { ReplicationError } from '../errors';
 import { parseLsn, type Lsn } from '../lsn';
 import { mapServerErrors, requiredText, singleRow, text } from './command-result';
-import { createReplicationSlotCommand, dropReplicationSlotCommand, readReplicationSlotCommand } from './slot-command';
+import {
+  createReplicationSlotCommand,
+  dropReplicationSlotCommand,
+  readReplicationSlotCommand,
+} from './slot-command';
 import { assertSlotName } from './slot-name';
 
 export interface CreateReplicationSlotOptions {
@@ -37,15 +41,25 @@ export interface CreatedReplicationSlot {
  *
  * @example await createReplicationSlot(conn, { name: 'pgark_archiver', reserveWal: true });
  */
-export async function createReplicationSlot(conn: ReplicationConnection, options: CreateReplicationSlotOptions): Promise<CreatedReplicationSlot> {
+export async function createReplicationSlot(
+  conn: ReplicationConnection,
+  options: CreateReplicationSlotOptions,
+): Promise<CreatedReplicationSlot> {
   const cmd = createReplicationSlotCommand(options, conn.serverVersionNum);
-  const results = await mapServerErrors(() => conn.query(cmd), { '42710': 'REPLICATION_SLOT_EXISTS' }, {
-    slotName: options.name,
-    what: `cannot create replication slot "${options.name}"`,
-  });
+  const results = await mapServerErrors(
+    () => conn.query(cmd),
+    { '42710': 'REPLICATION_SLOT_EXISTS' },
+    {
+      slotName: options.name,
+      what: `cannot create replication slot "${options.name}"`,
+    },
+  );
   const row = singleRow(results, 'CREATE_REPLICATION_SLOT', ['slot_name', 'consistent_point']);
   const cp = text(row.get('consistent_point'));
-  return { slotName: requiredText(row.get('slot_name'), 'CREATE_REPLICATION_SLOT', 'slot_name'), consistentPoint: cp === null ? null : parseLsn(cp) };
+  return {
+    slotName: requiredText(row.get('slot_name'), 'CREATE_REPLICATION_SLOT', 'slot_name'),
+    consistentPoint: cp === null ? null : parseLsn(cp),
+  };
 }
 
 export interface DropReplicationSlotOptions {
@@ -61,7 +75,11 @@ export interface DropReplicationSlotOptions {
  *
  * @example await dropReplicationSlot(conn, 'pgark_archiver');
  */
-export async function dropReplicationSlot(conn: ReplicationConnection, name: string, options: DropReplicationSlotOptions = {}): Promise<void> {
+export async function dropReplicationSlot(
+  conn: ReplicationConnection,
+  name: string,
+  options: DropReplicationSlotOptions = {},
+): Promise<void> {
   const cmd = dropReplicationSlotCommand(name, options.wait ?? false);
   await mapServerErrors(
     () => conn.query(cmd),
@@ -95,19 +113,35 @@ export interface ReplicationSlotInfo {
  * if (slot?.restartLsn != null) console.log(formatLsn(slot.restartLsn), slot.restartTimeline);
  * ```
  */
-export async function readReplicationSlot(conn: ReplicationConnection, name: string): Promise<ReplicationSlotInfo | undefined> {
+export async function readReplicationSlot(
+  conn: ReplicationConnection,
+  name: string,
+): Promise<ReplicationSlotInfo | undefined> {
   assertSlotName(name);
   if (conn.serverVersionNum < 150000) {
-    throw new ReplicationError('REPLICATION_UNSUPPORTED_VERSION', `READ_REPLICATION_SLOT needs postgresql 15 or newer; ${conn.target} runs ${conn.serverVersionNum}`, {
-      slotName: name,
-      hint: 'on postgresql 14, track the position yourself (e.g. from the archive) instead of reading the slot',
-    });
+    throw new ReplicationError(
+      'REPLICATION_UNSUPPORTED_VERSION',
+      `READ_REPLICATION_SLOT needs postgresql 15 or newer; ${conn.target} runs ${conn.serverVersionNum}`,
+      {
+        slotName: name,
+        hint: 'on postgresql 14, track the position yourself (e.g. from the archive) instead of reading the slot',
+      },
+    );
   }
   const cmd = readReplicationSlotCommand(name);
-  const row = singleRow(await conn.query(cmd), 'READ_REPLICATION_SLOT', ['slot_type', 'restart_lsn', 'restart_tli']);
+  const row = singleRow(await conn.query(cmd), 'READ_REPLICATION_SLOT', [
+    'slot_type',
+    'restart_lsn',
+    'restart_tli',
+  ]);
   const slotType = text(row.get('slot_type'));
   if (slotType === null) return undefined;
   const lsn = text(row.get('restart_lsn'));
   const tli = text(row.get('restart_tli'));
-  return { slotName: name, slotType, restartLsn: lsn === null ? null : parseLsn(lsn), restartTimeline: tli === null ? null : Number(tli) };
+  return {
+    slotName: name,
+    slotType,
+    restartLsn: lsn === null ? null : parseLsn(lsn),
+    restartTimeline: tli === null ? null : Number(tli),
+  };
 }

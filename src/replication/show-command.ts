@@ -8,7 +8,10 @@ const SETTING_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
 
 export function showCommand(name: string): string {
   if (typeof name !== 'string' || name.length > 200 || !SETTING_NAME_RE.test(name)) {
-    throw new ConfigError('CONFIG_INVALID_IDENTIFIER', `invalid setting name ${JSON.stringify(String(name).slice(0, 80))}`);
+    throw new ConfigError(
+      'CONFIG_INVALID_IDENTIFIER',
+      `invalid setting name ${JSON.stringify(String(name).slice(0, 80))}`,
+    );
   }
   return `SHOW ${name}`;
 }

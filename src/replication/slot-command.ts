@@ -15,7 +15,10 @@ export interface CreatePhysicalSlotCommandOptions {
  * CreateReplicationSlot: `use_new_option_syntax = version >= 150000`). An empty `()` is invalid,
  * so no list is sent without options.
  */
-export function createReplicationSlotCommand(o: CreatePhysicalSlotCommandOptions, serverVersionNum: number): string {
+export function createReplicationSlotCommand(
+  o: CreatePhysicalSlotCommandOptions,
+  serverVersionNum: number,
+): string {
   let sql = `CREATE_REPLICATION_SLOT ${quoteSlotName(o.name)}${o.temporary ? ' TEMPORARY' : ''} PHYSICAL`;
   if (o.reserveWal) sql += serverVersionNum >= 150000 ? ' (RESERVE_WAL)' : ' RESERVE_WAL';
   return sql;

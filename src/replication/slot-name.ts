@@ -14,7 +14,10 @@ export function isValidSlotName(name: string): boolean {
 /** Throws ConfigError CONFIG_INVALID_SLOT_NAME for a name the server would reject. */
 export function assertSlotName(name: string): void {
   if (!isValidSlotName(name)) {
-    const shown = typeof name === 'string' ? JSON.stringify(name.length > 80 ? name.slice(0, 80) + '…' : name) : String(name);
+    const shown =
+      typeof name === 'string'
+        ? JSON.stringify(name.length > 80 ? name.slice(0, 80) + '…' : name)
+        : String(name);
     throw new ConfigError('CONFIG_INVALID_SLOT_NAME', `invalid replication slot name ${shown}`, {
       hint: 'use 1 to 63 characters from a-z, 0-9 and _',
     });

@@ -22,7 +22,10 @@ export interface TimelineHistoryFile {
  * const entries = parseTimelineHistory(content);
  * ```
  */
-export async function timelineHistory(conn: ReplicationConnection, timeline: number): Promise<TimelineHistoryFile> {
+export async function timelineHistory(
+  conn: ReplicationConnection,
+  timeline: number,
+): Promise<TimelineHistoryFile> {
   const cmd = timelineHistoryCommand(timeline);
   const row = singleRow(await conn.query(cmd), cmd, ['filename', 'content']);
   const content = row.get('content');

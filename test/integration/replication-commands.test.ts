@@ -46,7 +46,10 @@ const logger = {
   error: (m: string, f?: object) => logLines.push(m + JSON.stringify(f ?? {})),
 };
 
-function opts(cluster: TestCluster, extra: Partial<ReplicationConnectionOptions> = {}): ReplicationConnectionOptions {
+function opts(
+  cluster: TestCluster,
+  extra: Partial<ReplicationConnectionOptions> = {},
+): ReplicationConnectionOptions {
   secrets.push(cluster.replicationUser.password, cluster.superuser.password);
   return {
     host: cluster.host,
@@ -65,7 +68,10 @@ async function failure(p: Promise<unknown>, ms = 20_000): Promise<Error> {
   const t0 = Date.now();
   let err: unknown;
   try {
-    await Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error('did not fail in time')), ms))]);
+    await Promise.race([
+      p,
+      new Promise((_, rej) => setTimeout(() => rej(new Error('did not fail in time')), ms)),
+    ]);
   } catch (e) {
     err = e;
   }
@@ -129,7 +135,9 @@ describe('PostgreSQL 14', () => {
   it('creates a slot with the legacy grammar; duplicate → REPLICATION_SLOT_EXISTS; drop; drop again → NOT_FOUND', async () => {
     const created = await createReplicationSlot(conn, { name: 'pg14_slot', reserveWal: true });
     expect(created.slotName).toBe('pg14_slot');
-    const [row] = await cluster().query<{ restart_lsn: string | null }>("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'pg14_slot'");
+    const [row] = await cluster().query<{ restart_lsn: string | null }>(
+      "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'pg14_slot'",
+    );
     expect(row?.restart_lsn).toBeTruthy(); // RESERVE_WAL took effect
     const dup = await failure(createReplicationSlot(conn, { name: 'pg14_slot' }));
     expect(dup).toBeInstanceOf(ReplicationError);
@@ -191,7 +199,9 @@ describe('PostgreSQL 15', () => {
 
       // Make the slot active on connection b, then try to drop it from a.
       const sys = await identifySystem(b);
-      const stream = b.copyBoth(`START_REPLICATION SLOT "pg15_slot" PHYSICAL ${formatLsn(sys.xlogPos - (sys.xlogPos % 8192n))} TIMELINE ${sys.timeline}`);
+      const stream = b.copyBoth(
+        `START_REPLICATION SLOT "pg15_slot" PHYSICAL ${formatLsn(sys.xlogPos - (sys.xlogPos % 8192n))} TIMELINE ${sys.timeline}`,
+      );
       const first = await stream.next();
       expect(first.value?.type).toBe('copyBothStart');
       const inUse = await failure(dropReplicationSlot(a, 'pg15_slot'));
@@ -217,7 +227,9 @@ describe('PostgreSQL 16: connection failures', () => {
 
   it('wrong password → CONNECTION_AUTH_FAILED (28P01)', async () => {
     secrets.push('definitely-wrong-pw-9137');
-    const err = await failure(ReplicationConnection.connect(opts(cluster(), { password: 'definitely-wrong-pw-9137' })));
+    const err = await failure(
+      ReplicationConnection.connect(opts(cluster(), { password: 'definitely-wrong-pw-9137' })),
+    );
     expect(err).toBeInstanceOf(ConnectionError);
     expect((err as ConnectionError).code).toBe('CONNECTION_AUTH_FAILED');
     expect((err as ConnectionError).sqlstate).toBe('28P01');
@@ -229,7 +241,9 @@ describe('PostgreSQL 16: connection failures', () => {
     const pw = 'norepl-pw-5521-secret';
     secrets.push(pw);
     await cluster().query(`CREATE ROLE norepl LOGIN PASSWORD '${pw}'`);
-    const err = await failure(ReplicationConnection.connect(opts(cluster(), { user: 'norepl', password: pw })));
+    const err = await failure(
+      ReplicationConnection.connect(opts(cluster(), { user: 'norepl', password: pw })),
+    );
     expect(err).toBeInstanceOf(ConnectionError);
     expect((err as ConnectionError).code).toBe('CONNECTION_PERMISSION_DENIED');
     expect(['42501', '28000']).toContain((err as ConnectionError).sqlstate);
@@ -250,7 +264,10 @@ describe('PostgreSQL 16: connection failures', () => {
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     const port = (srv.address() as net.AddressInfo).port;
     try {
-      const err = await failure(ReplicationConnection.connect(opts(cluster(), { port, connectTimeoutMs: 500 })), 5_000);
+      const err = await failure(
+        ReplicationConnection.connect(opts(cluster(), { port, connectTimeoutMs: 500 })),
+        5_000,
+      );
       expect((err as ConnectionError).code).toBe('CONNECTION_TIMEOUT');
     } finally {
       for (const s of sockets) s.destroy();
@@ -294,7 +311,8 @@ describe('PostgreSQL 16: connection failures', () => {
     const err = await failure(drain(stream));
     expect(err).toBeInstanceOf(ConnectionError);
     expect((err as ConnectionError).code).toBe('CONNECTION_CLOSED');
-    if ((err as ConnectionError).sqlstate !== undefined) expect((err as ConnectionError).sqlstate).toBe('57P01');
+    if ((err as ConnectionError).sqlstate !== undefined)
+      expect((err as ConnectionError).sqlstate).toBe('57P01');
     await conn.close();
   });
 
@@ -330,8 +348,46 @@ describe('PostgreSQL 16: connection failures', () => {
     const crt = join(dir, 'test-server.crt');
     const key = join(dir, 'test-server.key');
     const other = join(dir, 'test-other.crt');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', crt], { stdio: 'ignore' });
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=other', '-keyout', join(dir, 'test-other.key'), '-out', other], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        key,
+        '-out',
+        crt,
+      ],
+      { stdio: 'ignore' },
+    );
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=other',
+        '-keyout',
+        join(dir, 'test-other.key'),
+        '-out',
+        other,
+      ],
+      { stdio: 'ignore' },
+    );
     const st = statSync(dir);
     for (const f of [crt, key]) chownSync(f, st.uid, st.gid);
     chmodSync(key, 0o600);
@@ -343,16 +399,24 @@ describe('PostgreSQL 16: connection failures', () => {
     const ca = readFileSync(crt);
     for (const ssl of ['require', { mode: 'verify-ca', ca }, { mode: 'verify-full', ca }] as const) {
       const conn = await ReplicationConnection.connect(opts(cluster(), { ssl }));
-      const [row] = await cluster().query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = $1', [conn.processId]);
+      const [row] = await cluster().query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = $1', [
+        conn.processId,
+      ]);
       expect(row?.ssl).toBe(true);
       expect((await identifySystem(conn)).timeline).toBe(1);
       await conn.close();
     }
-    const wrongCa = await failure(ReplicationConnection.connect(opts(cluster(), { ssl: { mode: 'verify-full', ca: readFileSync(other) } })));
+    const wrongCa = await failure(
+      ReplicationConnection.connect(
+        opts(cluster(), { ssl: { mode: 'verify-full', ca: readFileSync(other) } }),
+      ),
+    );
     expect((wrongCa as ConnectionError).code).toBe('CONNECTION_TLS_FAILED');
     const noCa = await failure(ReplicationConnection.connect(opts(cluster(), { ssl: 'verify-full' })));
     expect((noCa as ConnectionError).code).toBe('CONNECTION_TLS_FAILED');
-    const bad = await failure(ReplicationConnection.connect(opts(cluster(), { ssl: 'require', password: 'wrong-over-tls-pw-77' })));
+    const bad = await failure(
+      ReplicationConnection.connect(opts(cluster(), { ssl: 'require', password: 'wrong-over-tls-pw-77' })),
+    );
     secrets.push('wrong-over-tls-pw-77');
     expect((bad as ConnectionError).code).toBe('CONNECTION_AUTH_FAILED');
     await cluster().query('ALTER SYSTEM SET ssl = off');
@@ -392,7 +456,8 @@ describe('PostgreSQL 17: CopyOut with backpressure', () => {
           }
         }
         if (ev.type === 'copyDone') copyDone = true;
-        if (ev.type === 'dataRow' && copyDone) rowsAfterCopy.push(ev.values.map((v) => v?.toString() ?? null));
+        if (ev.type === 'dataRow' && copyDone)
+          rowsAfterCopy.push(ev.values.map((v) => v?.toString() ?? null));
       }
       expect(conn.stats().pauses).toBeGreaterThan(0);
       // highWaterMark + one message (≤ 32 KiB + 1) + socket chunks delivered before the pause.
@@ -456,7 +521,12 @@ describe('PostgreSQL 18', () => {
 describe('no secret in any error, log line or event', () => {
   it('serialises every collected error and greps for the passwords', () => {
     expect(collected.length).toBeGreaterThan(10);
-    const texts = collected.flatMap((e) => [JSON.stringify(e), String(e), (e as Error).stack ?? '', inspect(e, { depth: 10 })]);
+    const texts = collected.flatMap((e) => [
+      JSON.stringify(e),
+      String(e),
+      (e as Error).stack ?? '',
+      inspect(e, { depth: 10 }),
+    ]);
     texts.push(...logLines, JSON.stringify(events));
     const all = texts.join('\n');
     for (const s of new Set(secrets)) {

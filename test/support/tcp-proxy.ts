@@ -26,7 +26,11 @@ export interface TcpProxyOptions {
   transformServer?: (chunk: Buffer) => Buffer;
 }
 
-export async function startTcpProxy(targetHost: string, targetPort: number, options: TcpProxyOptions = {}): Promise<TcpProxy> {
+export async function startTcpProxy(
+  targetHost: string,
+  targetPort: number,
+  options: TcpProxyOptions = {},
+): Promise<TcpProxy> {
   const connections: ProxiedConnection[] = [];
   let cutBudget: number | undefined;
   const server = net.createServer((client) => {

@@ -5,7 +5,11 @@ import { mapConnectError } from '../../src/connection/connect-errors';
 
 describe('parseConnectionString', () => {
   it('parses the key/value form with quoting', () => {
-    expect(parseConnectionString("host=db1 port=5433 user=rep password='a b\\'c' dbname=x sslmode=require connect_timeout=5 application_name=app")).toEqual({
+    expect(
+      parseConnectionString(
+        "host=db1 port=5433 user=rep password='a b\\'c' dbname=x sslmode=require connect_timeout=5 application_name=app",
+      ),
+    ).toEqual({
       host: 'db1',
       port: 5433,
       user: 'rep',
@@ -17,7 +21,11 @@ describe('parseConnectionString', () => {
     });
   });
   it('parses URLs with encoded parts', () => {
-    expect(parseConnectionString('postgresql://re%40p:p%2Fw@127.0.0.1:6000/postgres?sslmode=verify-full&replication=true')).toEqual({
+    expect(
+      parseConnectionString(
+        'postgresql://re%40p:p%2Fw@127.0.0.1:6000/postgres?sslmode=verify-full&replication=true',
+      ),
+    ).toEqual({
       host: '127.0.0.1',
       port: 6000,
       user: 're@p',
@@ -27,7 +35,14 @@ describe('parseConnectionString', () => {
     });
   });
   it('refuses bad input without echoing it (it may hold a password)', () => {
-    for (const bad of ['host', "password='secretpw", 'port=abc', 'sslmode=maybe', 'bogus=1', 'postgresql://u:secretpw@[bad']) {
+    for (const bad of [
+      'host',
+      "password='secretpw",
+      'port=abc',
+      'sslmode=maybe',
+      'bogus=1',
+      'postgresql://u:secretpw@[bad',
+    ]) {
       let err: unknown;
       try {
         parseConnectionString(bad);

@@ -16,7 +16,8 @@ export interface FixtureEntry {
 export const FIXTURE_DIR = resolve(import.meta.dirname, '..', 'fixtures', 'protocol');
 
 export function fixtureIndex(): FixtureEntry[] {
-  return (JSON.parse(readFileSync(join(FIXTURE_DIR, 'index.json'), 'utf8')) as { fixtures: FixtureEntry[] }).fixtures;
+  return (JSON.parse(readFileSync(join(FIXTURE_DIR, 'index.json'), 'utf8')) as { fixtures: FixtureEntry[] })
+    .fixtures;
 }
 
 export function loadFixture(file: string): Buffer {

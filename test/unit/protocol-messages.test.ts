@@ -72,7 +72,12 @@ describe('typed parsers on captured streams', () => {
     it(`${fx.file}: IDENTIFY_SYSTEM, SHOW, slot commands and error fields`, () => {
       const ms = messages(fx.file);
       const [t, d, c] = ms;
-      expect(parseRowDescription(t!.body).map((f) => f.name)).toEqual(['systemid', 'timeline', 'xlogpos', 'dbname']);
+      expect(parseRowDescription(t!.body).map((f) => f.name)).toEqual([
+        'systemid',
+        'timeline',
+        'xlogpos',
+        'dbname',
+      ]);
       const row = parseDataRow(d!.body);
       expect(text(row[0])).toMatch(/^\d+$/);
       expect(Number(text(row[1]))).toBe(1);
@@ -80,12 +85,16 @@ describe('typed parsers on captured streams', () => {
       expect(row[3]).toBeNull();
       expect(parseCommandComplete(c!.body)).toBe('IDENTIFY_SYSTEM');
 
-      const rows = ms.filter((m) => m.code === BackendCode.DataRow).map((m) => parseDataRow(m.body).map(text));
+      const rows = ms
+        .filter((m) => m.code === BackendCode.DataRow)
+        .map((m) => parseDataRow(m.body).map(text));
       expect(rows[1]).toEqual(['16MB']);
       expect(Number(rows[2]![0])).toBeGreaterThanOrEqual(fx.major * 10000);
       expect(rows[3]).toEqual(['fixture_slot', '0/0', null, null]);
 
-      const errors = ms.filter((m) => m.code === BackendCode.ErrorResponse).map((m) => parseErrorFields(m.body));
+      const errors = ms
+        .filter((m) => m.code === BackendCode.ErrorResponse)
+        .map((m) => parseErrorFields(m.body));
       for (const e of errors) {
         expect(e.severity).toBe('ERROR');
         expect(e.message.length).toBeGreaterThan(0);
@@ -112,7 +121,9 @@ describe('typed parsers on captured streams', () => {
     it(`${fx.file}: XLogData and keepalive inside CopyBoth`, () => {
       const ms = messages(fx.file);
       expect(codes(ms)).toMatch(/^TDCZWd+cCCZ$/);
-      const copy = ms.filter((m) => m.code === BackendCode.CopyData).map((m) => parseReplicationMessage(m.body));
+      const copy = ms
+        .filter((m) => m.code === BackendCode.CopyData)
+        .map((m) => parseReplicationMessage(m.body));
       const ws = copy.filter((m) => m.type === 'xlogdata');
       const ks = copy.filter((m) => m.type === 'keepalive');
       expect(ws.length).toBeGreaterThanOrEqual(2);
@@ -125,7 +136,9 @@ describe('typed parsers on captured streams', () => {
       for (const w of ws) expect(w.walEnd).toBeGreaterThanOrEqual(w.dataStart);
       // Send times are µs since 2000-01-01: 2026 lies ~8.4e14 µs after it.
       for (const m of copy) expect(Number(m.sendTime)).toBeGreaterThan(7e14);
-      const tags = ms.filter((m) => m.code === BackendCode.CommandComplete).map((m) => parseCommandComplete(m.body));
+      const tags = ms
+        .filter((m) => m.code === BackendCode.CommandComplete)
+        .map((m) => parseCommandComplete(m.body));
       expect(tags.slice(-2)).toEqual(['START_STREAMING', 'START_REPLICATION']);
     });
   }
@@ -135,13 +148,17 @@ describe('typed parsers on captured streams', () => {
     const copy = ms.filter((m) => m.code === BackendCode.CopyData).map((m) => parseBaseBackupMessage(m.body));
     expect(copy[0]).toEqual({ type: 'archive', archiveName: 'base.tar', spcLocation: '' });
     expect(copy.filter((m) => m.type === 'manifest')).toHaveLength(1);
-    const progress = copy.filter((m) => m.type === 'progress').map((m) => (m as { bytesDone: bigint }).bytesDone);
+    const progress = copy
+      .filter((m) => m.type === 'progress')
+      .map((m) => (m as { bytesDone: bigint }).bytesDone);
     expect(progress.length).toBeGreaterThan(0);
     for (let i = 1; i < progress.length; i++) expect(progress[i]!).toBeGreaterThanOrEqual(progress[i - 1]!);
     // The first archive data begins with the backup_label tar header.
     const firstData = copy.find((m) => m.type === 'data') as { data: Buffer };
     expect(firstData.data.toString('latin1', 0, 12)).toBe('backup_label');
-    const lsnRows = ms.filter((m) => m.code === BackendCode.DataRow).map((m) => parseDataRow(m.body).map(text));
+    const lsnRows = ms
+      .filter((m) => m.code === BackendCode.DataRow)
+      .map((m) => parseDataRow(m.body).map(text));
     expect(lsnRows[1]).toEqual([null, null, null]); // main data directory: NULL spcoid/spclocation/size
     expect(parseLsn(lsnRows[2]![0]!)).toBeGreaterThan(parseLsn(lsnRows[0]![0]!));
     expect(ms.filter((m) => m.code === BackendCode.CopyOutResponse)).toHaveLength(1);
@@ -152,7 +169,9 @@ describe('typed parsers on captured streams', () => {
     expect(codes(ms)).toMatch(/^TDCTDCHd+cHd+cTDCCZ$/);
     const firstData = ms.find((m) => m.code === BackendCode.CopyData)!;
     expect(firstData.body.toString('latin1', 0, 12)).toBe('backup_label');
-    const tags = ms.filter((m) => m.code === BackendCode.CommandComplete).map((m) => parseCommandComplete(m.body));
+    const tags = ms
+      .filter((m) => m.code === BackendCode.CommandComplete)
+      .map((m) => parseCommandComplete(m.body));
     expect(tags).toEqual(['SELECT', 'SELECT', 'SELECT', 'BASE_BACKUP']);
   });
 
@@ -165,7 +184,9 @@ describe('typed parsers on captured streams', () => {
       const entries = parseTimelineHistory(rows[1]![1]!);
       expect(entries).toHaveLength(1);
       expect(entries[0]!.timeline).toBe(1);
-      const errors = ms.filter((m) => m.code === BackendCode.ErrorResponse).map((m) => parseErrorFields(m.body).sqlstate);
+      const errors = ms
+        .filter((m) => m.code === BackendCode.ErrorResponse)
+        .map((m) => parseErrorFields(m.body).sqlstate);
       expect(errors).toEqual(['58P01']);
     });
   }
@@ -186,7 +207,8 @@ describe('malformed messages → PROTOCOL_MALFORMED_MESSAGE', () => {
   const realDataRow = messages('pg17-commands.bin')[1]!.body;
 
   it('truncated RowDescription and DataRow at every length', () => {
-    for (let n = 0; n < realRowDescription.length; n++) malformed(() => parseRowDescription(realRowDescription.subarray(0, n)));
+    for (let n = 0; n < realRowDescription.length; n++)
+      malformed(() => parseRowDescription(realRowDescription.subarray(0, n)));
     for (let n = 0; n < realDataRow.length; n++) malformed(() => parseDataRow(realDataRow.subarray(0, n)));
   });
 
@@ -224,12 +246,17 @@ describe('malformed messages → PROTOCOL_MALFORMED_MESSAGE', () => {
   });
 
   it('unknown replication sub-message types are PROTOCOL_UNEXPECTED_MESSAGE', () => {
-    expect(() => parseReplicationMessage(Buffer.from([ch('z')]))).toThrow(expect.objectContaining({ code: 'PROTOCOL_UNEXPECTED_MESSAGE' }));
-    expect(() => parseBaseBackupMessage(Buffer.from([ch('z')]))).toThrow(expect.objectContaining({ code: 'PROTOCOL_UNEXPECTED_MESSAGE' }));
+    expect(() => parseReplicationMessage(Buffer.from([ch('z')]))).toThrow(
+      expect.objectContaining({ code: 'PROTOCOL_UNEXPECTED_MESSAGE' }),
+    );
+    expect(() => parseBaseBackupMessage(Buffer.from([ch('z')]))).toThrow(
+      expect.objectContaining({ code: 'PROTOCOL_UNEXPECTED_MESSAGE' }),
+    );
   });
 
   it('ErrorResponse keeps every field and prefers the non-localized severity', () => {
-    const fields = 'SFEHLER\0VERROR\0C42P01\0Mm\0Dd\0Hh\0P1\0p2\0qiq\0Ww\0ss\0tt\0cc\0ddt\0nn\0Ff.c\0L9\0Rr\0Zunknown\0\0';
+    const fields =
+      'SFEHLER\0VERROR\0C42P01\0Mm\0Dd\0Hh\0P1\0p2\0qiq\0Ww\0ss\0tt\0cc\0ddt\0nn\0Ff.c\0L9\0Rr\0Zunknown\0\0';
     expect(parseErrorFields(Buffer.from(fields))).toEqual({
       severity: 'ERROR',
       sqlstate: '42P01',

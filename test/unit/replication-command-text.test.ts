@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { createReplicationSlotCommand, dropReplicationSlotCommand, readReplicationSlotCommand } from '../../src/replication/slot-command';
+import {
+  createReplicationSlotCommand,
+  dropReplicationSlotCommand,
+  readReplicationSlotCommand,
+} from '../../src/replication/slot-command';
 import { assertSlotName, isValidSlotName } from '../../src/replication/slot-name';
 import { showCommand } from '../../src/replication/show-command';
 import { timelineHistoryCommand } from '../../src/replication/timeline-history-command';
@@ -22,7 +26,9 @@ describe('slot names (ReplicationSlotValidateName)', () => {
 
 describe('slot command text', () => {
   it('uses the legacy grammar on 14 and the option list on 15+', () => {
-    expect(createReplicationSlotCommand({ name: 's', reserveWal: true }, 140023)).toBe('CREATE_REPLICATION_SLOT "s" PHYSICAL RESERVE_WAL');
+    expect(createReplicationSlotCommand({ name: 's', reserveWal: true }, 140023)).toBe(
+      'CREATE_REPLICATION_SLOT "s" PHYSICAL RESERVE_WAL',
+    );
     expect(createReplicationSlotCommand({ name: 's', reserveWal: true, temporary: true }, 150018)).toBe(
       'CREATE_REPLICATION_SLOT "s" TEMPORARY PHYSICAL (RESERVE_WAL)',
     );
@@ -34,7 +40,8 @@ describe('slot command text', () => {
   it('SHOW and TIMELINE_HISTORY validate their argument', () => {
     expect(showCommand('wal_segment_size')).toBe('SHOW wal_segment_size');
     expect(showCommand('pg_stat_statements.max')).toBe('SHOW pg_stat_statements.max');
-    for (const bad of ['', 'a b', 'x;y', '1a', "a'"]) expect(() => showCommand(bad)).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID_IDENTIFIER' }));
+    for (const bad of ['', 'a b', 'x;y', '1a', "a'"])
+      expect(() => showCommand(bad)).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID_IDENTIFIER' }));
     expect(timelineHistoryCommand(2)).toBe('TIMELINE_HISTORY 2');
     for (const bad of [0, -1, 1.5, 2 ** 32]) expect(() => timelineHistoryCommand(bad)).toThrow(ConfigError);
   });
