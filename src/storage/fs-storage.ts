@@ -11,6 +11,10 @@
  * Temporary files are named `.<name>.tmp-<16 hex>`; a key with a segment of that shape is refused
  * (STORAGE_INVALID_KEY) so that no real key can be hidden by the listing filter.
  *
+ * `ifAbsent` needs hard links (every POSIX local file system and NFS has them; a volume without
+ * them, such as exFAT or some FUSE/SMB mounts, fails such puts with STORAGE_ACCESS_DENIED or
+ * STORAGE_IO): there is no other atomic create-if-absent of a finished file from Node.
+ *
  * Unlike S3, a directory tree cannot hold both `a` and `a/b`: putting the second gives STORAGE_IO.
  * The repository layout never does that.
  */
@@ -20,6 +24,7 @@ import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandl
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AbortError, StorageError, isPgarkError, throwIfAborted } from '../errors';
+import { BatchedFileWriter } from './fs-batched-writer';
 import { noopLogger, type Logger, type ObserveOptions } from '../observe';
 import type {
   CallOptions,
@@ -224,6 +229,7 @@ class FsStorage implements Storage {
     const tempPath = join(dir, `.${base}.tmp-${randomBytes(8).toString('hex')}`);
 
     let fh: FileHandle | undefined;
+    let writer: BatchedFileWriter | undefined;
     let tempCreated = false;
     const onAbort = (): void => {
       if (!Buffer.isBuffer(body))
@@ -269,18 +275,18 @@ class FsStorage implements Storage {
           off += bytesWritten;
         }
       } else {
+        // Batched writev with one batch in flight and background datasyncs (fs-batched-writer.ts).
+        writer = new BatchedFileWriter(fh);
         for await (const raw of body) {
           throwIfAborted(signal, `put of ${key}`);
           const chunk: Buffer = typeof raw === 'string' ? Buffer.from(raw) : (raw as Buffer);
           size += chunk.length;
           if (contentLength !== undefined && size > contentLength) throw tooLong();
           hash.update(chunk);
-          let off = 0;
-          while (off < chunk.length) {
-            const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
-            off += bytesWritten;
-          }
+          const full = writer.add(chunk);
+          if (full) await full;
         }
+        await writer.finish();
         if (contentLength !== undefined && size !== contentLength) {
           throw new StorageError(
             'STORAGE_INCOMPLETE_UPLOAD',
@@ -314,6 +320,7 @@ class FsStorage implements Storage {
       this.logger.debug('fs put', { key, size });
       return { key, size, sha256: hash.digest('hex') };
     } catch (e) {
+      await writer?.settle();
       if (fh) await fh.close().catch(() => undefined);
       if (tempCreated) await unlink(tempPath).catch(() => undefined);
       if (signal?.aborted && !(e instanceof AbortError)) {
