@@ -1,0 +1,228 @@
+/**
+ * WAL archiver bench (measures, never asserts), on Debian's PostgreSQL 15 server, all cases in one
+ * run against pg_receivewal as the baseline:
+ *
+ *   pg_receivewal (dir)  |  pg_receivewal --synchronous (dir)  |  pgark async/sync → dir  |  pgark async/sync → S3
+ *
+ * For each case: a fresh slot, the receiver started (synchronous cases are named in
+ * synchronous_standby_names), CHECKPOINT, `pgbench -c 4 -j 2 -T <seconds>`; meanwhile
+ * pg_stat_replication is sampled every 200 ms (bytes between pg_current_wal_lsn() and the
+ * receiver's flush_lsn, and flush_lag); after pgbench ends, the catch-up time until flush_lsn
+ * reaches pg_current_wal_lsn(). Reports tps, lag max/median, catch-up, and ratios to the baseline.
+ *
+ *   npx tsx bench/wal-archive.ts [--seconds 60] [--runs 1] [--scale 10] [--cases a,b,…]
+ *
+ * Results: one JSON line per case in bench/results/wal-archive.jsonl.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { startWalArchiver, type WalArchiverHandle } from '../src/archive/wal-archiver';
+import { createFsStorage } from '../src/storage/fs-storage';
+import { createS3Storage } from '../src/storage/s3-storage';
+import { createS3Client } from '../src/storage/s3-client';
+import type { Storage } from '../src/storage/storage';
+import { startS3Server, type S3Server } from '../test/harness/s3-server';
+import { startCluster, type TestCluster } from '../test/harness/postgres';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const RESULTS = join(HERE, 'results', 'wal-archive.jsonl');
+const BIN = '/usr/lib/postgresql/15/bin';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
+}
+const median = (xs: number[]): number => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : 0);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type CaseName = 'receivewal' | 'receivewal-sync' | 'pgark-dir' | 'pgark-dir-sync' | 'pgark-s3' | 'pgark-s3-sync';
+const ALL: CaseName[] = ['receivewal', 'receivewal-sync', 'pgark-dir', 'pgark-dir-sync', 'pgark-s3', 'pgark-s3-sync'];
+
+interface Receiver {
+  appName: string;
+  stop(): Promise<void>;
+}
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
+  return new Promise((res) => {
+    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    c.on('close', (code) => res({ code, out }));
+  });
+}
+
+async function main(): Promise<void> {
+  const seconds = Number(arg('seconds', '60'));
+  const runs = Number(arg('runs', '1'));
+  const scale = Number(arg('scale', '10'));
+  const cases = arg('cases', ALL.join(',')).split(',') as CaseName[];
+  mkdirSync(dirname(RESULTS), { recursive: true });
+
+  const cluster: TestCluster = await startCluster({ major: 15, flavor: 'debian', settings: { max_wal_size: '1GB' } });
+  const needS3 = cases.some((c) => c.startsWith('pgark-s3'));
+  let s3: S3Server | undefined;
+  if (needS3) s3 = await startS3Server();
+  const env = { ...process.env, PGPASSWORD: cluster.superuser.password };
+  const conn = ['-h', '127.0.0.1', '-p', String(cluster.port), '-U', cluster.superuser.user];
+  const init = await run(join(BIN, 'pgbench'), [...conn, '-i', '-s', String(scale), 'postgres'], env);
+  if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.out}`);
+
+  const header = {
+    machine: `${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    node: process.version,
+    postgres: (await cluster.query<{ v: string }>('SHOW server_version'))[0]!.v,
+    s3: needS3 ? 'swift s3api (local)' : undefined,
+    pgbench: `-c 4 -j 2 -T ${seconds} (scale ${scale})`,
+  };
+  process.stdout.write(`# ${JSON.stringify(header)}\n`);
+  const results: Record<string, unknown>[] = [];
+
+  for (let r = 0; r < runs; r++) {
+    for (const name of cases) {
+      const slot = `bench_${name.replace(/-/g, '_')}_${r}`;
+      await cluster.query(`SELECT pg_create_physical_replication_slot($1, true)`, [slot]);
+      const dir = mkdtempSync(join(os.tmpdir(), 'pgark-walbench-'));
+      const sync = name.endsWith('-sync');
+      let receiver: Receiver;
+      let storage: Storage | undefined;
+      if (name.startsWith('receivewal')) {
+        const args = ['-h', '127.0.0.1', '-p', String(cluster.port), '-U', cluster.superuser.user, '-D', dir, '-S', slot, '--no-loop'];
+        if (sync) args.push('--synchronous');
+        const child: ChildProcess = spawn(join(BIN, 'pg_receivewal'), args, { env, stdio: 'ignore' });
+        receiver = {
+          appName: 'pg_receivewal',
+          stop: async () => {
+            child.kill('SIGINT');
+            await new Promise((res) => child.once('exit', res));
+          },
+        };
+      } else {
+        if (name.startsWith('pgark-s3')) {
+          const bucket = `walbench-${Date.now().toString(36)}-${r}`;
+          const client = createS3Client({ endpoint: s3!.endpoint, region: s3!.region, credentials: { accessKeyId: s3!.accessKeyId, secretAccessKey: s3!.secretAccessKey } });
+          await client.send(new CreateBucketCommand({ Bucket: bucket }));
+          client.destroy();
+          storage = createS3Storage({
+            endpoint: s3!.endpoint,
+            region: s3!.region,
+            forcePathStyle: true,
+            credentials: { accessKeyId: s3!.accessKeyId, secretAccessKey: s3!.secretAccessKey },
+            bucket,
+          } as Parameters<typeof createS3Storage>[0]);
+        } else {
+          storage = createFsStorage({ root: dir });
+        }
+        const h: WalArchiverHandle = startWalArchiver({
+          connection: { ...cluster.connectionConfig(), ssl: 'disable' },
+          storage,
+          slot,
+          synchronous: sync,
+        });
+        receiver = {
+          appName: slot,
+          stop: async () => {
+            await h.stop();
+            await h.done;
+          },
+        };
+      }
+      // Wait until the receiver streams.
+      for (let i = 0; ; i++) {
+        const rows = await cluster.query(`SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'`, [receiver.appName]);
+        if (rows.length) break;
+        if (i > 300) throw new Error(`${name}: receiver never streamed`);
+        await sleep(100);
+      }
+      await cluster.query(`ALTER SYSTEM SET synchronous_standby_names = '${sync ? `"${receiver.appName}"` : ''}'`);
+      await cluster.query('SELECT pg_reload_conf()');
+      await sleep(500);
+      await cluster.query('CHECKPOINT');
+
+      const lagBytes: number[] = [];
+      const lagMs: number[] = [];
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          const rows = await cluster.query<{ b: string; l: number | null }>(
+            `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::bigint::text AS b, extract(epoch FROM flush_lag) * 1000 AS l
+               FROM pg_stat_replication WHERE application_name = $1`,
+            [receiver.appName],
+          );
+          if (rows[0]) {
+            lagBytes.push(Number(rows[0].b));
+            if (rows[0].l !== null) lagMs.push(Number(rows[0].l));
+          }
+          await sleep(200);
+        }
+      })();
+      const bench = await run(join(BIN, 'pgbench'), [...conn, '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'], env);
+      sampling = false;
+      await sampler;
+      const tps = Number(/tps = ([0-9.]+)/.exec(bench.out)?.[1] ?? NaN);
+      const end = Date.now();
+      const [{ target }] = (await cluster.query<{ target: string }>('SELECT pg_current_wal_lsn()::text AS target')) as [{ target: string }];
+      for (;;) {
+        const rows = await cluster.query<{ ok: boolean }>(
+          `SELECT flush_lsn >= $2::pg_lsn AS ok FROM pg_stat_replication WHERE application_name = $1`,
+          [receiver.appName, target],
+        );
+        if (rows[0]?.ok) break;
+        if (Date.now() - end > 120_000) break;
+        await sleep(50);
+      }
+      const catchUpMs = Date.now() - end;
+      await cluster.query(`ALTER SYSTEM SET synchronous_standby_names = ''`);
+      await cluster.query('SELECT pg_reload_conf()');
+      await receiver.stop();
+      await storage?.close();
+      await cluster.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
+      rmSync(dir, { recursive: true, force: true });
+      const row = {
+        case: name,
+        run: r,
+        tps,
+        lagBytesMax: Math.max(0, ...lagBytes),
+        lagBytesMedian: median(lagBytes),
+        flushLagMsMax: Math.max(0, ...lagMs),
+        flushLagMsMedian: median(lagMs),
+        catchUpMs,
+      };
+      results.push(row);
+      process.stdout.write(JSON.stringify(row) + '\n');
+    }
+  }
+  // Ratios of the medians to the matching pg_receivewal baseline.
+  const med = (c: string, k: string) => median(results.filter((x) => x.case === c).map((x) => Number(x[k])));
+  for (const name of cases) {
+    const base = name.endsWith('-sync') ? 'receivewal-sync' : 'receivewal';
+    const line = {
+      ...header,
+      case: name,
+      runs,
+      tps: med(name, 'tps'),
+      lagBytesMax: med(name, 'lagBytesMax'),
+      lagBytesMedian: med(name, 'lagBytesMedian'),
+      flushLagMsMax: med(name, 'flushLagMsMax'),
+      flushLagMsMedian: med(name, 'flushLagMsMedian'),
+      catchUpMs: med(name, 'catchUpMs'),
+      baseline: base,
+      tpsCostVsBaseline: cases.includes(base) ? med(base, 'tps') / med(name, 'tps') : undefined,
+      at: new Date().toISOString(),
+    };
+    appendFileSync(RESULTS, JSON.stringify(line) + '\n');
+    process.stdout.write(`summary ${JSON.stringify(line)}\n`);
+  }
+  await s3?.stop();
+  await cluster.destroy();
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${String((e as Error)?.stack ?? e)}\n`);
+  process.exitCode = 1;
+});
