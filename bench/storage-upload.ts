@@ -103,7 +103,7 @@ async function child(): Promise<void> {
   let sampled = 0;
   const sampler = setInterval(() => (sampled = Math.max(sampled, process.memoryUsage().rss)), 50);
   const t0 = process.hrtime.bigint();
-  let etag = '';
+  let etag: string;
   if (mode === 'driver') {
     const storage = createS3Storage({ bucket, endpoint, credentials, partSizeBytes: partSize, queueSize });
     const r = await storage.put(key, generatedStream(size, partSize));
@@ -131,7 +131,11 @@ async function child(): Promise<void> {
   }
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   clearInterval(sampler);
-  const out: ChildResult = { seconds, peakRssBytes: Math.max(peakRssBytes(), sampled), etag: etag.replace(/"/g, '') };
+  const out: ChildResult = {
+    seconds,
+    peakRssBytes: Math.max(peakRssBytes(), sampled),
+    etag: etag.replace(/"/g, ''),
+  };
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
@@ -159,12 +163,33 @@ async function bundleChild(): Promise<string> {
   return outfile;
 }
 
-function runChild(mode: string, endpoint: string, bucket: string, bytes: number, partMib: number, queue: number): Promise<ChildResult> {
+function runChild(
+  mode: string,
+  endpoint: string,
+  bucket: string,
+  bytes: number,
+  partMib: number,
+  queue: number,
+): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const p = spawn(
       process.execPath,
-      ['--no-warnings', childScript, '--child', mode, '--endpoint', endpoint,
-        '--bucket', bucket, '--bytes', String(bytes), '--part-mib', String(partMib), '--queue', String(queue)],
+      [
+        '--no-warnings',
+        childScript,
+        '--child',
+        mode,
+        '--endpoint',
+        endpoint,
+        '--bucket',
+        bucket,
+        '--bytes',
+        String(bytes),
+        '--part-mib',
+        String(partMib),
+        '--queue',
+        String(queue),
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';
@@ -173,7 +198,8 @@ function runChild(mode: string, endpoint: string, bucket: string, bytes: number,
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
     p.on('close', (code: number | null) => {
       const line = out.trim().split('\n').pop() ?? '';
-      if (code !== 0 || !line.startsWith('{')) reject(new Error(`${mode} run failed (exit ${code}): ${err.slice(-2000)}`));
+      if (code !== 0 || !line.startsWith('{'))
+        reject(new Error(`${mode} run failed (exit ${code}): ${err.slice(-2000)}`));
       else resolve(JSON.parse(line) as ChildResult);
     });
   });
@@ -195,7 +221,9 @@ async function main(): Promise<void> {
   childScript = await bundleChild();
   const server = await startS3Server();
   try {
-    const info = JSON.parse(execFileSync('curl', ['-s', `${server.endpoint}/info`]).toString()) as { swift?: { version?: string } };
+    const info = JSON.parse(execFileSync('curl', ['-s', `${server.endpoint}/info`]).toString()) as {
+      swift?: { version?: string };
+    };
     const header = {
       type: 'header',
       bench: 'storage-upload',
@@ -228,7 +256,9 @@ async function main(): Promise<void> {
         for (const mode of ['driver', 'raw'] as const) {
           const res = await runChild(mode, server.endpoint, bucket, bytes, partMib, queue);
           (mode === 'driver' ? driver : raw).push(res);
-          process.stdout.write(`  ${mib} MiB ${mode} run ${r + 1}: ${res.seconds.toFixed(2)} s, peak rss ${(res.peakRssBytes / MIB).toFixed(0)} MiB\n`);
+          process.stdout.write(
+            `  ${mib} MiB ${mode} run ${r + 1}: ${res.seconds.toFixed(2)} s, peak rss ${(res.peakRssBytes / MIB).toFixed(0)} MiB\n`,
+          );
           await admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: `bench/${mode}-${bytes}` }));
         }
       }

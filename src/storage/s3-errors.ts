@@ -101,18 +101,26 @@ function classify(
   networkCode: string | undefined,
   operation: string,
 ): { code: CodeOf<'StorageError'>; retryable: boolean } {
-  if (code !== undefined && ACCESS_DENIED_CODES.has(code)) return { code: 'STORAGE_ACCESS_DENIED', retryable: false };
+  if (code !== undefined && ACCESS_DENIED_CODES.has(code))
+    return { code: 'STORAGE_ACCESS_DENIED', retryable: false };
   if (code === 'NoSuchBucket') return { code: 'STORAGE_BUCKET_NOT_FOUND', retryable: false };
   if (status === 403) return { code: 'STORAGE_ACCESS_DENIED', retryable: false };
-  if (code === 'NoSuchKey' || (status === 404 && (code === 'NotFound' || operation === 'get' || operation === 'head'))) {
+  if (
+    code === 'NoSuchKey' ||
+    (status === 404 && (code === 'NotFound' || operation === 'get' || operation === 'head'))
+  ) {
     return { code: 'STORAGE_NOT_FOUND', retryable: false };
   }
   if (status === 412 || code === 'PreconditionFailed') return { code: 'STORAGE_CONFLICT', retryable: false };
   if (status === 416 || code === 'InvalidRange') return { code: 'STORAGE_INVALID_RANGE', retryable: false };
-  if (code === 'EntityTooLarge' || code === 'QuotaExceeded') return { code: 'STORAGE_NO_SPACE', retryable: false };
-  if (code === 'KeyTooLongError' || code === 'InvalidObjectName') return { code: 'STORAGE_INVALID_KEY', retryable: false };
-  if (status !== undefined && (status >= 500 || status === 429)) return { code: 'STORAGE_UNAVAILABLE', retryable: true };
-  if (code !== undefined && RETRYABLE_S3_CODES.has(code)) return { code: 'STORAGE_UNAVAILABLE', retryable: true };
+  if (code === 'EntityTooLarge' || code === 'QuotaExceeded')
+    return { code: 'STORAGE_NO_SPACE', retryable: false };
+  if (code === 'KeyTooLongError' || code === 'InvalidObjectName')
+    return { code: 'STORAGE_INVALID_KEY', retryable: false };
+  if (status !== undefined && (status >= 500 || status === 429))
+    return { code: 'STORAGE_UNAVAILABLE', retryable: true };
+  if (code !== undefined && RETRYABLE_S3_CODES.has(code))
+    return { code: 'STORAGE_UNAVAILABLE', retryable: true };
   if (status === undefined && networkCode !== undefined && RETRYABLE_NETWORK_CODES.has(networkCode)) {
     return { code: 'STORAGE_UNAVAILABLE', retryable: true };
   }
@@ -133,9 +141,14 @@ export function toStorageError(err: unknown, ctx: S3ErrorContext): StorageError 
   const networkCode = str(e.code);
   const { code, retryable } = classify(status, s3Code, networkCode, ctx.operation);
   const where = ctx.key !== undefined ? `${ctx.bucket}/${ctx.key}` : `bucket ${ctx.bucket}`;
-  const answer = [status !== undefined ? `http ${status}` : 'no http answer', s3Code].filter(Boolean).join(' ');
+  const answer = [status !== undefined ? `http ${status}` : 'no http answer', s3Code]
+    .filter(Boolean)
+    .join(' ');
   const message = redact(`s3 ${ctx.operation} of ${where} failed (${answer})`, ctx.secrets);
-  const causeText = redact([...new Set([str(e.name), s3Code]), str(e.message)].filter(Boolean).join(': '), ctx.secrets);
+  const causeText = redact(
+    [...new Set([str(e.name), s3Code]), str(e.message)].filter(Boolean).join(': '),
+    ctx.secrets,
+  );
   const cause = new Error(causeText);
   return new StorageError(code, message, {
     key: ctx.key,

@@ -30,13 +30,19 @@ export function planParts(configuredPartSize: number, exactLength?: number, size
   const configured = Math.max(MIN_PART_SIZE, configuredPartSize);
   if (exactLength !== undefined) {
     return {
-      baseSize: Math.min(MAX_PART_SIZE, Math.max(configured, roundUpToMiB(Math.ceil(exactLength / MAX_PARTS)))),
+      baseSize: Math.min(
+        MAX_PART_SIZE,
+        Math.max(configured, roundUpToMiB(Math.ceil(exactLength / MAX_PARTS))),
+      ),
       growthStartsAfter: MAX_PARTS,
     };
   }
   if (sizeHint !== undefined && sizeHint > 0) {
     return {
-      baseSize: Math.min(MAX_PART_SIZE, Math.max(configured, roundUpToMiB(Math.ceil(sizeHint / (MAX_PARTS / 2))))),
+      baseSize: Math.min(
+        MAX_PART_SIZE,
+        Math.max(configured, roundUpToMiB(Math.ceil(sizeHint / (MAX_PARTS / 2)))),
+      ),
       growthStartsAfter: MAX_PARTS / 2,
     };
   }

@@ -1,5 +1,5 @@
 /**
- * Retries one S3 call with exponential backoff and full jitter. Only retryable StorageErrors
+ * Retries one S3 call with exponential backoff and jitter (half fixed, half random). Only retryable StorageErrors
  * (5xx, throttling, resets, timeouts) are retried; each retry is announced as a `storage.retry`
  * event before the wait. The body of a retried call must be replayable: the driver only retries
  * calls whose body is a Buffer (single PUTs, parts, DeleteObjects) or that have none.
@@ -11,7 +11,7 @@ import { toStorageError, type S3ErrorContext } from './s3-errors';
 export interface RetryPolicy {
   /** Total attempts including the first. */
   maxAttempts: number;
-  /** Delay before the first retry; doubles with each retry (full jitter), capped at 20 s. */
+  /** Delay before the first retry; doubles with each retry (half of it random), capped at 20 s. */
   baseDelayMs: number;
 }
 

@@ -20,7 +20,15 @@ import { MIN_PART_SIZE } from './s3-part-plan';
 import { withRetry, type RetryPolicy } from './s3-retry';
 import { uploadObject } from './s3-upload';
 import { assertValidStorageKey } from './fs-storage';
-import type { CallOptions, GetOptions, ListOptions, ObjectInfo, PutOptions, PutResult, Storage } from './storage';
+import type {
+  CallOptions,
+  GetOptions,
+  ListOptions,
+  ObjectInfo,
+  PutOptions,
+  PutResult,
+  Storage,
+} from './storage';
 
 /** Options of {@link createS3Storage}. */
 export interface S3StorageOptions extends ObserveOptions {
@@ -125,15 +133,28 @@ export function createS3Storage(options: S3StorageOptions): Storage {
   const bucket = options.bucket;
   const prefix = normalisePrefix(options.prefix);
   const region = options.region ?? S3_STORAGE_DEFAULTS.region;
-  const partSizeBytes = positiveInt('partSizeBytes', options.partSizeBytes, S3_STORAGE_DEFAULTS.partSizeBytes, MIN_PART_SIZE);
+  const partSizeBytes = positiveInt(
+    'partSizeBytes',
+    options.partSizeBytes,
+    S3_STORAGE_DEFAULTS.partSizeBytes,
+    MIN_PART_SIZE,
+  );
   const queueSize = positiveInt('queueSize', options.queueSize, S3_STORAGE_DEFAULTS.queueSize);
   const retry: RetryPolicy = {
     maxAttempts: positiveInt('maxAttempts', options.maxAttempts, S3_STORAGE_DEFAULTS.maxAttempts),
-    baseDelayMs: positiveInt('retryBaseDelayMs', options.retryBaseDelayMs, S3_STORAGE_DEFAULTS.retryBaseDelayMs, 0),
+    baseDelayMs: positiveInt(
+      'retryBaseDelayMs',
+      options.retryBaseDelayMs,
+      S3_STORAGE_DEFAULTS.retryBaseDelayMs,
+      0,
+    ),
   };
   const checksumMode = options.checksumMode ?? S3_STORAGE_DEFAULTS.checksumMode;
   if (checksumMode !== 'when-required' && checksumMode !== 'when-supported') {
-    throw new ConfigError('CONFIG_INVALID_OPTION', 's3 storage option checksumMode must be when-required or when-supported');
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      's3 storage option checksumMode must be when-required or when-supported',
+    );
   }
   const ownsClient = options.client === undefined;
   const client =
@@ -151,7 +172,9 @@ export function createS3Storage(options: S3StorageOptions): Storage {
   const observe: ObserveOptions = { logger: options.logger, onEvent: options.onEvent };
   const where = `s3://${bucket}/${prefix}`;
   const description =
-    options.endpoint !== undefined ? `${where} (endpoint ${safeEndpoint(options.endpoint)})` : `${where} (region ${region})`;
+    options.endpoint !== undefined
+      ? `${where} (endpoint ${safeEndpoint(options.endpoint)})`
+      : `${where} (region ${region})`;
   let closed = false;
 
   const ctx = (operation: string, key?: string): S3ErrorContext => ({ operation, bucket, key, secrets });
@@ -184,7 +207,11 @@ export function createS3Storage(options: S3StorageOptions): Storage {
       let rangeHeader: string | undefined;
       if (range !== undefined) {
         const { start, end } = range;
-        if (!Number.isSafeInteger(start) || start < 0 || (end !== undefined && (!Number.isSafeInteger(end) || end < start))) {
+        if (
+          !Number.isSafeInteger(start) ||
+          start < 0 ||
+          (end !== undefined && (!Number.isSafeInteger(end) || end < start))
+        ) {
           throw new StorageError('STORAGE_INVALID_RANGE', `invalid range for ${key}`, { key });
         }
         rangeHeader = `bytes=${start}-${end ?? ''}`;
@@ -211,12 +238,15 @@ export function createS3Storage(options: S3StorageOptions): Storage {
       const fullKey = objectKey(key);
       try {
         const out = await withRetry(ctx('head', key), retry, observe, callOptions.signal, () =>
-          client.send(new HeadObjectCommand({ Bucket: bucket, Key: fullKey }), { abortSignal: callOptions.signal }),
+          client.send(new HeadObjectCommand({ Bucket: bucket, Key: fullKey }), {
+            abortSignal: callOptions.signal,
+          }),
         );
         return { key, size: out.ContentLength ?? 0, lastModified: out.LastModified, etag: out.ETag };
       } catch (e) {
         // HEAD has no body, so a missing bucket also shows as a bare 404 here.
-        if (e instanceof StorageError && e.httpStatus === 404 && e.code === 'STORAGE_NOT_FOUND') return undefined;
+        if (e instanceof StorageError && e.httpStatus === 404 && e.code === 'STORAGE_NOT_FOUND')
+          return undefined;
         if (httpStatusOf(e) === 404) return undefined;
         throw e;
       }
@@ -225,7 +255,9 @@ export function createS3Storage(options: S3StorageOptions): Storage {
     async *list(listPrefix: string, listOptions: ListOptions = {}): AsyncIterable<ObjectInfo> {
       checkOpen();
       if (typeof listPrefix !== 'string' || listPrefix.startsWith('/') || listPrefix.includes('\0')) {
-        throw new StorageError('STORAGE_INVALID_KEY', `invalid list prefix ${JSON.stringify(listPrefix)}`, { key: listPrefix });
+        throw new StorageError('STORAGE_INVALID_KEY', `invalid list prefix ${JSON.stringify(listPrefix)}`, {
+          key: listPrefix,
+        });
       }
       const { signal } = listOptions;
       const pageSize = Math.min(1000, Math.max(1, listOptions.pageSize ?? 1000));
@@ -245,11 +277,19 @@ export function createS3Storage(options: S3StorageOptions): Storage {
         );
         for (const obj of page.Contents ?? []) {
           if (obj.Key === undefined || !obj.Key.startsWith(prefix)) continue;
-          yield { key: obj.Key.substring(prefix.length), size: obj.Size ?? 0, lastModified: obj.LastModified, etag: obj.ETag };
+          yield {
+            key: obj.Key.substring(prefix.length),
+            size: obj.Size ?? 0,
+            lastModified: obj.LastModified,
+            etag: obj.ETag,
+          };
         }
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
         if (page.IsTruncated && token === undefined) {
-          throw new StorageError('STORAGE_IO', `s3 list of ${where}${listPrefix} was truncated without a continuation token`);
+          throw new StorageError(
+            'STORAGE_IO',
+            `s3 list of ${where}${listPrefix} was truncated without a continuation token`,
+          );
         }
       } while (token !== undefined);
     },
@@ -276,10 +316,14 @@ export function createS3Storage(options: S3StorageOptions): Storage {
           const first = failed[0];
           const key = first?.Key?.startsWith(prefix) ? first.Key.substring(prefix.length) : first?.Key;
           const code = first?.Code === 'AccessDenied' ? 'STORAGE_ACCESS_DENIED' : 'STORAGE_IO';
-          throw new StorageError(code, `s3 delete of ${failed.length} key(s) failed (${first?.Code ?? 'unknown'})`, {
-            key,
-            retryable: first?.Code === 'InternalError' || first?.Code === 'SlowDown',
-          });
+          throw new StorageError(
+            code,
+            `s3 delete of ${failed.length} key(s) failed (${first?.Code ?? 'unknown'})`,
+            {
+              key,
+              retryable: first?.Code === 'InternalError' || first?.Code === 'SlowDown',
+            },
+          );
         }
       }
     },
@@ -291,4 +335,3 @@ export function createS3Storage(options: S3StorageOptions): Storage {
     },
   };
 }
-

@@ -84,7 +84,16 @@ export async function uploadObject(
       const etag = await putSingle(target, first.data, internal.signal, signal);
       return { key: target.key, size: first.data.length, sha256: source.digest(), etag };
     }
-    return await uploadMultipart(target, source, plan, first, contentLength, !!options.ifAbsent, internal.signal, signal);
+    return await uploadMultipart(
+      target,
+      source,
+      plan,
+      first,
+      contentLength,
+      !!options.ifAbsent,
+      internal.signal,
+      signal,
+    );
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
@@ -121,14 +130,23 @@ async function putSingle(
 ): Promise<string> {
   const out = await withRetry(ctx(target, 'put'), target.retry, target.observe, callerSignal, () =>
     target.client.send(
-      new PutObjectCommand({ Bucket: target.bucket, Key: target.objectKey, Body: data, ContentLength: data.length }),
+      new PutObjectCommand({
+        Bucket: target.bucket,
+        Key: target.objectKey,
+        Body: data,
+        ContentLength: data.length,
+      }),
       { abortSignal: requestSignal },
     ),
   );
   if (!out.ETag) {
-    throw new StorageError('STORAGE_INCOMPLETE_UPLOAD', `the store did not confirm ${target.key} with an etag`, {
-      key: target.key,
-    });
+    throw new StorageError(
+      'STORAGE_INCOMPLETE_UPLOAD',
+      `the store did not confirm ${target.key} with an etag`,
+      {
+        key: target.key,
+      },
+    );
   }
   return out.ETag;
 }
@@ -144,10 +162,15 @@ async function uploadMultipart(
   callerSignal: AbortSignal | undefined,
 ): Promise<PutResult> {
   const log = target.observe.logger ?? noopLogger;
-  const created = await withRetry(ctx(target, 'create-multipart-upload'), target.retry, target.observe, callerSignal, () =>
-    target.client.send(new CreateMultipartUploadCommand({ Bucket: target.bucket, Key: target.objectKey }), {
-      abortSignal: requestSignal,
-    }),
+  const created = await withRetry(
+    ctx(target, 'create-multipart-upload'),
+    target.retry,
+    target.observe,
+    callerSignal,
+    () =>
+      target.client.send(new CreateMultipartUploadCommand({ Bucket: target.bucket, Key: target.objectKey }), {
+        abortSignal: requestSignal,
+      }),
   );
   const uploadId = created.UploadId;
   if (!uploadId) {
@@ -163,34 +186,31 @@ async function uploadMultipart(
 
   const startPart = (partNumber: number, part: Part): void => {
     const data = part.data;
-    const p = withRetry(
-      { ...ctx(target, 'upload-part') },
-      target.retry,
-      target.observe,
-      callerSignal,
-      () =>
-        target.client.send(
-          new UploadPartCommand({
-            Bucket: target.bucket,
-            Key: target.objectKey,
-            UploadId: uploadId,
-            PartNumber: partNumber,
-            Body: data,
-            ContentLength: data.length,
-          }),
-          { abortSignal: requestSignal },
-        ),
-    ).then(
-      (out) => {
-        if (!out.ETag) {
-          throw new StorageError('STORAGE_INCOMPLETE_UPLOAD', `part ${partNumber} of ${target.key} has no etag`, {
+    const p = withRetry({ ...ctx(target, 'upload-part') }, target.retry, target.observe, callerSignal, () =>
+      target.client.send(
+        new UploadPartCommand({
+          Bucket: target.bucket,
+          Key: target.objectKey,
+          UploadId: uploadId,
+          PartNumber: partNumber,
+          Body: data,
+          ContentLength: data.length,
+        }),
+        { abortSignal: requestSignal },
+      ),
+    ).then((out) => {
+      if (!out.ETag) {
+        throw new StorageError(
+          'STORAGE_INCOMPLETE_UPLOAD',
+          `part ${partNumber} of ${target.key} has no etag`,
+          {
             key: target.key,
-          });
-        }
-        parts.push({ PartNumber: partNumber, ETag: out.ETag });
-        emit(target.observe, { type: 'storage.upload.part', key: target.key, partNumber, bytes: data.length });
-      },
-    );
+          },
+        );
+      }
+      parts.push({ PartNumber: partNumber, ETag: out.ETag });
+      emit(target.observe, { type: 'storage.upload.part', key: target.key, partNumber, bytes: data.length });
+    });
     const settled = p
       .catch((e: unknown) => {
         failure ??= e;
@@ -205,7 +225,9 @@ async function uploadMultipart(
     for (let partNumber = 1; ; partNumber++) {
       if (partNumber > MAX_PARTS) {
         // Unreachable by construction of the plan (a body beyond S3's 5 TiB object limit).
-        throw new StorageError('STORAGE_NO_SPACE', `${target.key} needs more than ${MAX_PARTS} parts`, { key: target.key });
+        throw new StorageError('STORAGE_NO_SPACE', `${target.key} needs more than ${MAX_PARTS} parts`, {
+          key: target.key,
+        });
       }
       if (contentLength !== undefined && source.bytesRead > contentLength) {
         throw shortBody(target, contentLength, source.bytesRead);
@@ -235,7 +257,11 @@ async function uploadMultipart(
     }
     parts.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
     const etag = await complete(target, uploadId, parts, ifAbsent, callerSignal);
-    log.debug('s3 multipart upload completed', { key: target.key, parts: parts.length, bytes: source.bytesRead });
+    log.debug('s3 multipart upload completed', {
+      key: target.key,
+      parts: parts.length,
+      bytes: source.bytesRead,
+    });
     return { key: target.key, size: source.bytesRead, sha256: source.digest(), etag };
   } catch (e) {
     source.destroy();
@@ -262,22 +288,32 @@ async function complete(
 ): Promise<string> {
   let attempts = 0;
   try {
-    const out = await withRetry(ctx(target, 'complete-multipart-upload'), target.retry, target.observe, signal, (n) => {
-      attempts = n;
-      return target.client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: target.bucket,
-          Key: target.objectKey,
-          UploadId: uploadId,
-          MultipartUpload: { Parts: parts },
-          ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
-        }),
-      );
-    });
+    const out = await withRetry(
+      ctx(target, 'complete-multipart-upload'),
+      target.retry,
+      target.observe,
+      signal,
+      (n) => {
+        attempts = n;
+        return target.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: target.bucket,
+            Key: target.objectKey,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: parts },
+            ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
+          }),
+        );
+      },
+    );
     if (!out.ETag) {
-      throw new StorageError('STORAGE_INCOMPLETE_UPLOAD', `the store did not confirm ${target.key} with an etag`, {
-        key: target.key,
-      });
+      throw new StorageError(
+        'STORAGE_INCOMPLETE_UPLOAD',
+        `the store did not confirm ${target.key} with an etag`,
+        {
+          key: target.key,
+        },
+      );
     }
     return out.ETag;
   } catch (e) {
@@ -313,7 +349,9 @@ async function ourObjectEtag(target: UploadTarget, parts: CompletedPart[]): Prom
   const expected = multipartEtag(parts);
   if (expected === undefined) return undefined;
   try {
-    const head = await target.client.send(new HeadObjectCommand({ Bucket: target.bucket, Key: target.objectKey }));
+    const head = await target.client.send(
+      new HeadObjectCommand({ Bucket: target.bucket, Key: target.objectKey }),
+    );
     return head.ETag?.replace(/"/g, '') === expected ? head.ETag : undefined;
   } catch {
     return undefined;
@@ -333,10 +371,13 @@ async function abortUpload(target: UploadTarget, uploadId: string): Promise<void
   } catch (e) {
     const err = toStorageError(e, ctx(target, 'abort-multipart-upload'));
     if (err instanceof StorageError && err.httpStatus === 404) return; // already gone
-    log.error('s3 multipart upload could not be aborted; parts may be left until a lifecycle rule removes them', {
-      key: target.key,
-      code: err.code,
-      httpStatus: err instanceof StorageError ? err.httpStatus : undefined,
-    });
+    log.error(
+      's3 multipart upload could not be aborted; parts may be left until a lifecycle rule removes them',
+      {
+        key: target.key,
+        code: err.code,
+        httpStatus: err instanceof StorageError ? err.httpStatus : undefined,
+      },
+    );
   }
 }

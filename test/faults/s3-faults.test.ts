@@ -54,7 +54,13 @@ function storageVia(extra: Partial<S3StorageOptions> = {}): Storage {
 /** Every serialised form of an error a caller might log. */
 function serialised(err: unknown): string {
   const e = err as StorageError;
-  return [JSON.stringify(e.toJSON()), JSON.stringify(e), inspect(e, { depth: 8 }), String(e.stack), String(e.cause)].join('\n');
+  return [
+    JSON.stringify(e.toJSON()),
+    JSON.stringify(e),
+    inspect(e, { depth: 8 }),
+    String(e.stack),
+    String(e.cause),
+  ].join('\n');
 }
 
 beforeEach(async () => {
@@ -78,7 +84,13 @@ describe('s3 driver under injected faults', () => {
     expect(proxy.injectedCount()).toBe(1);
     const retries = events.filter((e) => e.type === 'storage.retry');
     expect(retries).toHaveLength(1);
-    expect(retries[0]).toMatchObject({ operation: 'upload-part', key: 'retry/500', httpStatus: 500, code: 'STORAGE_UNAVAILABLE', attempt: 1 });
+    expect(retries[0]).toMatchObject({
+      operation: 'upload-part',
+      key: 'retry/500',
+      httpStatus: 500,
+      code: 'STORAGE_UNAVAILABLE',
+      attempt: 1,
+    });
     expect(await b.listKeys()).toEqual(['retry/500']);
     expect(await b.openUploads()).toBe(0);
   });
@@ -88,7 +100,12 @@ describe('s3 driver under injected faults', () => {
     proxy.failNext({ status: 500, count: 3, match: isUploadPartNumber(2) });
     const err = await storage.put('exhausted/500', bytes(13 * MIB)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StorageError);
-    expect(err).toMatchObject({ code: 'STORAGE_UNAVAILABLE', retryable: true, httpStatus: 500, key: 'exhausted/500' });
+    expect(err).toMatchObject({
+      code: 'STORAGE_UNAVAILABLE',
+      retryable: true,
+      httpStatus: 500,
+      key: 'exhausted/500',
+    });
     expect(events.filter((e) => e.type === 'storage.retry')).toHaveLength(2);
     expect(await b.listKeys()).toEqual([]);
     expect(await b.openUploads()).toBe(0);
@@ -119,7 +136,9 @@ describe('s3 driver under injected faults', () => {
     const storage = storageVia();
     proxy.failNext({ status: 503, match: (r) => r.method === 'PUT' });
     await storage.put('single', Buffer.from('x'));
-    expect(events.filter((e) => e.type === 'storage.retry')).toMatchObject([{ operation: 'put', httpStatus: 503 }]);
+    expect(events.filter((e) => e.type === 'storage.retry')).toMatchObject([
+      { operation: 'put', httpStatus: 503 },
+    ]);
   });
 
   it('a 500 on CompleteMultipartUpload is retried and the object is whole', async () => {
@@ -139,7 +158,11 @@ describe('s3 driver under injected faults', () => {
     errs.push(await storage.put('denied', Buffer.from('x')).catch((e: unknown) => e));
     errs.push(await storage.put('denied-big', bytes(11 * MIB)).catch((e: unknown) => e));
     errs.push(await storage.get('denied').catch((e: unknown) => e));
-    errs.push(await (async () => { for await (const _ of storage.list('')) void _; })().catch((e: unknown) => e));
+    errs.push(
+      await (async () => {
+        for await (const _ of storage.list('')) void _;
+      })().catch((e: unknown) => e),
+    );
     for (const err of errs) {
       expect(err).toBeInstanceOf(StorageError);
       expect(err).toMatchObject({ code: 'STORAGE_ACCESS_DENIED', httpStatus: 403, retryable: false });
@@ -157,7 +180,9 @@ describe('s3 driver under injected faults', () => {
       () => storage.put('k', Buffer.from('x')),
       () => storage.put('k', bytes(11 * MIB)),
       () => storage.get('k'),
-      async () => { for await (const _ of storage.list('')) void _; },
+      async () => {
+        for await (const _ of storage.list('')) void _;
+      },
     ]) {
       await expect(call()).rejects.toMatchObject({ code: 'STORAGE_BUCKET_NOT_FOUND', httpStatus: 404 });
     }

@@ -81,13 +81,19 @@ export async function startFaultProxy(options: { target: string }): Promise<Faul
     return undefined;
   };
 
-  const inject = (rule: ArmedRule, req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest): void => {
+  const inject = (
+    rule: ArmedRule,
+    req: IncomingMessage,
+    res: ServerResponse,
+    entry: ProxiedRequest,
+  ): void => {
     injected += 1;
     entry.injected = true;
     if (rule.reset) {
       entry.outcome = 'reset';
-      // Reset with the request (possibly a part body) only partly received.
-      req.socket.resetAndDestroy?.() ?? req.socket.destroy();
+      // Reset (TCP RST) with the request, possibly a part body, only partly received.
+      if (typeof req.socket.resetAndDestroy === 'function') req.socket.resetAndDestroy();
+      else req.socket.destroy();
       return;
     }
     entry.outcome = rule.status;
@@ -96,7 +102,10 @@ export async function startFaultProxy(options: { target: string }): Promise<Faul
     req.on('end', () => {
       const code = S3_CODES[rule.status] ?? 'InjectedFault';
       const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>fault injected by the test proxy</Message></Error>`;
-      res.writeHead(rule.status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+      res.writeHead(rule.status, {
+        'content-type': 'application/xml',
+        'content-length': Buffer.byteLength(body),
+      });
       res.end(body);
     });
   };

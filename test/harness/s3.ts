@@ -50,7 +50,12 @@ export interface TestBucket {
 export async function createTestBucket(opts: TestBucketOptions = {}): Promise<TestBucket> {
   const server = opts.server ?? inject('s3');
   const credentials = { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey };
-  const client = createS3Client({ endpoint: server.endpoint, region: server.region, credentials, sdkMaxAttempts: 3 });
+  const client = createS3Client({
+    endpoint: server.endpoint,
+    region: server.region,
+    credentials,
+    sdkMaxAttempts: 3,
+  });
   const bucket = `${opts.name ?? 'pgark-test'}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
 
@@ -83,13 +88,20 @@ export async function createTestBucket(opts: TestBucketOptions = {}): Promise<Te
     async cleanup() {
       try {
         for (const u of await listUploads()) {
-          await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+          await client.send(
+            new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }),
+          );
         }
         let keys = await listKeys();
         while (keys.length > 0) {
           const batch = keys.splice(0, 1000);
           await client.send(
-            withContentMd5(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } })),
+            withContentMd5(
+              new DeleteObjectsCommand({
+                Bucket: bucket,
+                Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+              }),
+            ),
           );
           if (keys.length === 0) keys = await listKeys();
         }

@@ -56,7 +56,12 @@ let events: PgarkEvent[];
 beforeEach(async () => {
   b = await createTestBucket({ prefix: 'pfx' });
   events = [];
-  storage = createS3Storage({ ...b.storageOptions, partSizeBytes: 5 * MIB, queueSize: 2, onEvent: (e) => events.push(e) });
+  storage = createS3Storage({
+    ...b.storageOptions,
+    partSizeBytes: 5 * MIB,
+    queueSize: 2,
+    onEvent: (e) => events.push(e),
+  });
 });
 afterEach(async () => {
   await storage.close();
@@ -112,13 +117,17 @@ describe('s3 storage driver', () => {
 
   it('ifAbsent creates once and then gives STORAGE_CONFLICT, leaving the first object unchanged', async () => {
     const first = await storage.put('wal/000000010000000000000001', Buffer.from('first'), { ifAbsent: true });
-    const err = await storage.put('wal/000000010000000000000001', Buffer.from('second'), { ifAbsent: true }).catch((e) => e);
+    const err = await storage
+      .put('wal/000000010000000000000001', Buffer.from('second'), { ifAbsent: true })
+      .catch((e) => e);
     expect(err).toBeInstanceOf(StorageError);
     expect(err.code).toBe('STORAGE_CONFLICT');
     const back = await sha256Of(await storage.get('wal/000000010000000000000001'));
     expect(back.sha256).toBe(first.sha256);
     // a large body too
-    await expect(storage.put('wal/000000010000000000000001', pattern(11 * MIB), { ifAbsent: true })).rejects.toMatchObject({
+    await expect(
+      storage.put('wal/000000010000000000000001', pattern(11 * MIB), { ifAbsent: true }),
+    ).rejects.toMatchObject({
       code: 'STORAGE_CONFLICT',
     });
     expect(await b.openUploads()).toBe(0);
@@ -142,7 +151,9 @@ describe('s3 storage driver', () => {
   it('get of an absent key is STORAGE_NOT_FOUND; a range past the end is STORAGE_INVALID_RANGE', async () => {
     await expect(storage.get('nope')).rejects.toMatchObject({ code: 'STORAGE_NOT_FOUND', httpStatus: 404 });
     await storage.put('r', Buffer.from('0123456789'));
-    await expect(storage.get('r', { range: { start: 100 } })).rejects.toMatchObject({ code: 'STORAGE_INVALID_RANGE' });
+    await expect(storage.get('r', { range: { start: 100 } })).rejects.toMatchObject({
+      code: 'STORAGE_INVALID_RANGE',
+    });
   });
 
   it('lists more keys than one page, sorted, and deletes them in batches', async () => {

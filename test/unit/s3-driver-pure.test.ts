@@ -8,7 +8,13 @@ import { describe, expect, it } from 'vitest';
 import { AbortError, ConfigError, StorageError } from '../../src/errors';
 import { parseS3Location } from '../../src/storage/location';
 import { toStorageError } from '../../src/storage/s3-errors';
-import { MAX_PARTS, MIN_PART_SIZE, partSizeAt, planCapacity, planParts } from '../../src/storage/s3-part-plan';
+import {
+  MAX_PARTS,
+  MIN_PART_SIZE,
+  partSizeAt,
+  planCapacity,
+  planParts,
+} from '../../src/storage/s3-part-plan';
 import { streamPartSource } from '../../src/storage/s3-part-source';
 
 const MIB = 1024 * 1024;
@@ -49,7 +55,15 @@ describe('parseS3Location', () => {
     expect(parseS3Location('s3://backups/prod/db1/')).toEqual({ bucket: 'backups', prefix: 'prod/db1' });
   });
   it('rejects other schemes and bad names with CONFIG_INVALID_LOCATION', () => {
-    for (const bad of ['/var/lib/x', 'http://b/p', 's3://', 's3:///p', 's3://b/../x', 's3://b//x', 's3://b c/x']) {
+    for (const bad of [
+      '/var/lib/x',
+      'http://b/p',
+      's3://',
+      's3:///p',
+      's3://b/../x',
+      's3://b//x',
+      's3://b c/x',
+    ]) {
       let err: unknown;
       try {
         parseS3Location(bad);
@@ -65,7 +79,11 @@ describe('parseS3Location', () => {
 describe('SDK error mapping', () => {
   const ctx = { operation: 'get', bucket: 'b', key: 'k', secrets: ['s3cr3tValue'] };
   const sdk = (name: string, status?: number, extra: Record<string, unknown> = {}) =>
-    Object.assign(new Error(`${name} happened with s3cr3tValue`), { name, $metadata: { httpStatusCode: status }, ...extra });
+    Object.assign(new Error(`${name} happened with s3cr3tValue`), {
+      name,
+      $metadata: { httpStatusCode: status },
+      ...extra,
+    });
 
   it.each([
     ['SignatureDoesNotMatch', 403, 'STORAGE_ACCESS_DENIED', false],
@@ -98,12 +116,17 @@ describe('SDK error mapping', () => {
       expect(err.retryable).toBe(true);
       expect(err.httpStatus).toBeUndefined();
     }
-    const timeout = toStorageError(Object.assign(new Error('timed out'), { name: 'TimeoutError' }), ctx) as StorageError;
+    const timeout = toStorageError(
+      Object.assign(new Error('timed out'), { name: 'TimeoutError' }),
+      ctx,
+    ) as StorageError;
     expect(timeout.code).toBe('STORAGE_UNAVAILABLE');
   });
 
   it('an SDK abort becomes AbortError', () => {
-    expect(toStorageError(Object.assign(new Error('aborted'), { name: 'AbortError' }), ctx)).toBeInstanceOf(AbortError);
+    expect(toStorageError(Object.assign(new Error('aborted'), { name: 'AbortError' }), ctx)).toBeInstanceOf(
+      AbortError,
+    );
   });
 });
 
