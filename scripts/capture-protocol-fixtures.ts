@@ -10,7 +10,7 @@
  * CopyData runs of a BASE_BACKUP are thinned at message boundaries (first 2 and last 1 data
  * messages of each run are kept) so the fixtures stay small; the framing remains valid.
  */
-import { chownSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { startCluster, type Major, type TestCluster } from '../test/harness/postgres';
 import { startTcpProxy, serverBytesFrom, type TcpProxy } from '../test/support/tcp-proxy';
@@ -213,6 +213,38 @@ async function captureMajor(major: Major, index: FixtureInfo[]): Promise<void> {
 
     // 4. TIMELINE_HISTORY after a promotion: archive recovery (recovery.signal, restore_command
     //    'false') ends on a new timeline 2, which writes 00000002.history.
+    // 4. PG18 (data checksums on by default): a page with a bad checksum makes BASE_BACKUP send
+    //    WARNING notices, all data, the end LSN, then ErrorResponse XX001 (basebackup.c perform_base_backup).
+    if (major === 18) {
+      await cluster.query('CREATE TABLE fixture_corrupt AS SELECT g FROM generate_series(1, 1000) g');
+      await cluster.query('CHECKPOINT');
+      const [rel] = await cluster.query<{ p: string }>("SELECT pg_relation_filepath('fixture_corrupt') AS p");
+      await cluster.stop('fast');
+      const file = join(cluster.dataDir, rel!.p);
+      const page = readFileSync(file);
+      page[4000] = page[4000]! ^ 0xff;
+      writeFileSync(file, page);
+      await cluster.start();
+      const s = await session(cluster, proxy, async (conn) => {
+        const sql = "BASE_BACKUP (LABEL 'fixture-checksum', CHECKPOINT 'fast', WAIT 0)";
+        try {
+          for await (const ev of conn.copyOut(sql)) void ev;
+        } catch {
+          /* XX001 is the point of this capture */
+        }
+        return [sql];
+      });
+      const thinned = thin(frame(s.bytes), false);
+      write(
+        'base-backup-checksum-failure',
+        { ...s, bytes: Buffer.concat(thinned.map(encode)) },
+        true,
+        'data runs thinned as in base-backup; ends with ErrorResponse XX001 after the end LSN',
+      );
+      await cluster.query('DROP TABLE fixture_corrupt');
+    }
+
+    // 5. TIMELINE_HISTORY after a promotion.
     if (major === 14 || major === 18) {
       await cluster.stop('fast');
       const sig = join(cluster.dataDir, 'recovery.signal');
@@ -246,14 +278,23 @@ async function main(): Promise<void> {
   const majors = (
     process.argv.slice(2).length ? process.argv.slice(2).map(Number) : [14, 15, 16, 17, 18]
   ) as Major[];
-  const index: FixtureInfo[] = [];
+  // Re-capturing some majors keeps the other majors' entries.
+  const indexFile = join(OUT_DIR, 'index.json');
+  const previous = existsSync(indexFile)
+    ? (JSON.parse(readFileSync(indexFile, 'utf8')) as { fixtures: FixtureInfo[] }).fixtures
+    : [];
+  const index: FixtureInfo[] = previous.filter((f) => !majors.includes(f.major as Major));
   for (const major of majors) {
     await captureMajor(major, index);
     process.stdout.write(`captured pg${major}\n`);
   }
   writeFileSync(
-    join(OUT_DIR, 'index.json'),
-    JSON.stringify({ capturedAt: new Date().toISOString(), fixtures: index }, null, 2) + '\n',
+    indexFile,
+    JSON.stringify(
+      { capturedAt: new Date().toISOString(), fixtures: index.sort((a, b) => a.file.localeCompare(b.file)) },
+      null,
+      2,
+    ) + '\n',
   );
   const total = index.reduce((a, f) => a + f.bytes, 0);
   process.stdout.write(`wrote ${index.length} fixtures, ${total} bytes\n`);

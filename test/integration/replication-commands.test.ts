@@ -518,6 +518,51 @@ describe('PostgreSQL 18', () => {
   });
 });
 
+describe('PostgreSQL 18: a late ErrorResponse after the data', () => {
+  const cluster = useCluster(18);
+
+  it('BASE_BACKUP over a page with a bad checksum: all data and the end LSN arrive, then PostgresServerError XX001', async () => {
+    // initdb 18 enables data checksums by default.
+    await cluster().query('CREATE TABLE corrupt AS SELECT g FROM generate_series(1, 1000) g');
+    await cluster().query('CHECKPOINT');
+    const [rel] = await cluster().query<{ p: string }>("SELECT pg_relation_filepath('corrupt') AS p");
+    await cluster().stop('fast');
+    const file = join(cluster().dataDir, rel!.p);
+    const bytes = readFileSync(file);
+    bytes[4000] = bytes[4000]! ^ 0xff;
+    writeFileSync(file, bytes);
+    await cluster().start();
+
+    const conn = await ReplicationConnection.connect(opts(cluster()));
+    try {
+      const seen: string[] = [];
+      let copyBytes = 0;
+      let warnings = 0;
+      const stream = conn.copyOut("BASE_BACKUP (LABEL 'late-error', CHECKPOINT 'fast', WAIT 0)");
+      const err = await failure(
+        (async () => {
+          for await (const ev of stream) {
+            if (seen[seen.length - 1] !== ev.type) seen.push(ev.type);
+            if (ev.type === 'copyData') copyBytes += ev.data.length;
+            if (ev.type === 'notice' && ev.fields.severity === 'WARNING') warnings++;
+          }
+        })(),
+      );
+      expect(err).toBeInstanceOf(PostgresServerError);
+      expect((err as PostgresServerError).sqlstate).toBe('XX001');
+      expect(copyBytes).toBeGreaterThan(1024 * 1024);
+      expect(warnings).toBeGreaterThan(0);
+      // The end-LSN result set came after CopyDone and before the error.
+      expect(seen.lastIndexOf('dataRow')).toBeGreaterThan(seen.indexOf('copyDone'));
+      // The error came after ReadyForQuery: the connection is still usable.
+      expect(conn.closed).toBe(false);
+      expect((await identifySystem(conn)).timeline).toBe(1);
+    } finally {
+      await conn.close();
+    }
+  });
+});
+
 describe('no secret in any error, log line or event', () => {
   it('serialises every collected error and greps for the passwords', () => {
     expect(collected.length).toBeGreaterThan(10);

@@ -175,6 +175,19 @@ describe('typed parsers on captured streams', () => {
     expect(tags).toEqual(['SELECT', 'SELECT', 'SELECT', 'BASE_BACKUP']);
   });
 
+  it('pg18-base-backup-checksum-failure.bin: a WARNING inside the copy, then the end LSN, then ErrorResponse XX001', () => {
+    const ms = messages('pg18-base-backup-checksum-failure.bin');
+    const seq = codes(ms);
+    expect(seq).toMatch(/^TDCTDCHd+(N|d)*cTDCEZ$/);
+    expect(seq.indexOf('N')).toBeGreaterThan(seq.indexOf('H'));
+    expect(seq.indexOf('N')).toBeLessThan(seq.indexOf('c'));
+    const notice = parseErrorFields(ms[seq.indexOf('N')]!.body, 'NoticeResponse');
+    expect(notice.severity).toBe('WARNING');
+    const err = parseErrorFields(ms[seq.lastIndexOf('E')]!.body);
+    expect(err.sqlstate).toBe('XX001');
+    expect(err.severity).toBe('ERROR');
+  });
+
   for (const file of ['pg14-timeline-history.bin', 'pg18-timeline-history.bin']) {
     it(`${file}: TIMELINE_HISTORY content is the raw history file`, () => {
       const ms = messages(file);
