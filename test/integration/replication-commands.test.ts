@@ -150,6 +150,25 @@ describe('PostgreSQL 14', () => {
     expect((await identifySystem(conn)).timeline).toBe(1);
   });
 
+  it('legacy BASE_BACKUP: one CopyOut per archive plus the manifest CopyOut, then the end LSN', async () => {
+    const phases: { start: number; bytes: number }[] = [];
+    let rowsAfterLastCopy = 0;
+    let lastCopyDone = false;
+    for await (const ev of conn.copyOut("BASE_BACKUP LABEL 'legacy' FAST MANIFEST 'yes' NOWAIT")) {
+      if (ev.type === 'copyOutStart') {
+        phases.push({ start: phases.length, bytes: 0 });
+        lastCopyDone = false;
+      }
+      if (ev.type === 'copyData') phases[phases.length - 1]!.bytes += ev.data.length;
+      if (ev.type === 'copyDone') lastCopyDone = true;
+      if (ev.type === 'dataRow' && lastCopyDone) rowsAfterLastCopy++;
+    }
+    expect(phases).toHaveLength(2); // base.tar, backup_manifest (no tablespaces)
+    expect(phases[0]!.bytes).toBeGreaterThan(1024 * 1024);
+    expect(phases[1]!.bytes).toBeGreaterThan(100);
+    expect(rowsAfterLastCopy).toBe(1);
+  });
+
   it('READ_REPLICATION_SLOT on 14 → REPLICATION_UNSUPPORTED_VERSION without sending', async () => {
     const err = await failure(readReplicationSlot(conn, 'any'));
     expect(err).toBeInstanceOf(ReplicationError);
@@ -512,6 +531,30 @@ describe('PostgreSQL 18', () => {
       expect(entries[0]!.timeline).toBe(1);
       expect(entries[0]!.switchLsn).toBeGreaterThan(0n);
       expect(entries[0]!.switchLsn).toBeLessThanOrEqual(sys.xlogPos);
+
+      // A historic timeline streams up to its switch point, ends the copy, then sends the
+      // (next_tli, next_tli_startpos) result set after CopyDone (walsender.c StartReplication).
+      const switchLsn = entries[0]!.switchLsn;
+      const start = switchLsn - (switchLsn % (16n * 1024n * 1024n));
+      const events: string[] = [];
+      let next: (string | null)[] | undefined;
+      const stream = conn.copyBoth(`START_REPLICATION ${formatLsn(start)} TIMELINE 1`);
+      for await (const ev of stream) {
+        events.push(ev.type);
+        if (ev.type === 'copyDone') conn.sendCopyDone();
+        if (ev.type === 'dataRow') next = ev.values.map((v) => v?.toString() ?? null);
+      }
+      expect(events[0]).toBe('copyBothStart');
+      expect(events.indexOf('dataRow')).toBeGreaterThan(events.indexOf('copyDone'));
+      expect(next?.[0]).toBe('2');
+      expect(next?.[1]).toBe(formatLsn(switchLsn));
+
+      // Starting exactly at the switch point: the tuple comes without any COPY.
+      const direct: string[] = [];
+      for await (const ev of conn.copyBoth(`START_REPLICATION ${formatLsn(switchLsn)} TIMELINE 1`))
+        direct.push(ev.type);
+      expect(direct).not.toContain('copyBothStart');
+      expect(direct).toContain('dataRow');
     } finally {
       await conn.close();
     }
