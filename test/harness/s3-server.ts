@@ -110,6 +110,12 @@ export async function startS3Server(): Promise<S3Server> {
       continue;
     }
     let stopped = false;
+    // Swift's servers setsid() away from us: if the run dies without calling stop(), kill them by
+    // PID on the way out (exit handlers must be synchronous).
+    const onExit = (): void => {
+      if (!stopped) spawnSync('sh', [join(SWIFT_DIR, 'stop.sh'), dataDir], { stdio: 'ignore' });
+    };
+    process.once('exit', onExit);
     return {
       endpoint: `http://127.0.0.1:${base}`,
       region: 'us-east-1',
@@ -119,6 +125,7 @@ export async function startS3Server(): Promise<S3Server> {
       async stop() {
         if (stopped) return;
         stopped = true;
+        process.removeListener('exit', onExit);
         await run('sh', [join(SWIFT_DIR, 'stop.sh'), dataDir]);
       },
     };
