@@ -99,6 +99,9 @@ export const ERROR_CODES = {
   RESTORE_BINARIES_NOT_FOUND: { kind: 'RestoreError', description: 'no PostgreSQL server binaries of the needed major version were found' },
   RESTORE_VERSION_MISMATCH: { kind: 'RestoreError', description: 'the backup\'s major version differs from the server binaries\'' },
   RESTORE_SERVER_FAILED: { kind: 'RestoreError', description: 'a server started for the restore failed to start, recover or stop' },
+  RESTORE_TABLE_NOT_FOUND: { kind: 'RestoreError', description: 'the table to restore does not exist in the restored cluster at the recovery target' },
+  RESTORE_TABLE_EXISTS: { kind: 'RestoreError', description: 'the table to create for a table restore already exists in the target database' },
+  RESTORE_INCOMPLETE: { kind: 'RestoreError', description: 'a restore directory is marked incomplete (an earlier restore failed or was interrupted)' },
 
   // AbortError: the caller aborted.
   ABORTED: { kind: 'AbortError', description: 'the operation was aborted through its AbortSignal or stop()' },

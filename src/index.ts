@@ -35,6 +35,11 @@ export {
 } from './archive/repo-layout';
 export type { RepositoryKey, BackupKind, ParsedBackupId, ArchiveCompression } from './archive/repo-layout';
 export { findServerBinaries } from './local-server/find-binaries';
+/** Local servers (throwaway clusters, restored clusters, drills), run as an unprivileged OS user when root. */
+export { resolveServerUser, chownTree } from './local-server/os-user';
+export type { ServerUser, ResolveServerUserOptions } from './local-server/os-user';
+export { initCluster, startServer, stopServer, promote as promoteLocalServer, isServerRunning } from './local-server/server-control';
+export type { InitClusterOptions, StartServerOptions, StopServerOptions, StopMode } from './local-server/server-control';
 export type { ServerBinaries, FindServerBinariesOptions, BinariesSource } from './local-server/find-binaries';
 /** The s3 storage driver (any S3-compatible store): see createS3Storage's TSDoc. */
 export { createS3Storage, S3_STORAGE_DEFAULTS } from './storage/s3-storage';
@@ -57,9 +62,22 @@ export type { ManifestChecksumAlgorithm as BackupManifestChecksumAlgorithm, Comp
 /** The catalog of complete backups (their completion markers). */
 export { listBackups } from './archive/backup-catalog';
 export type { BackupCatalogEntry, CatalogObject, ListBackupsOptions } from './archive/backup-catalog';
-/** Minimal restore of a base backup into an empty directory (the full restore grows from it). */
-export { restoreBackup } from './restore/restore-backup';
-export type { RestoreBackupOptions, RestoreBackupResult } from './restore/restore-backup';
+/** Restore of a base backup with recovery settings (PITR, standby): see restoreBackup's TSDoc. */
+export { restoreBackup, checkRestoreTarget, listArchivedSegments, defaultCliPath, RESTORE_INCOMPLETE_MARKER } from './restore/restore-backup';
+export type { RestoreBackupOptions, RestoreBackupResult, ArchiveFetchSpec, StandbyOptions } from './restore/restore-backup';
+/** Recovery settings (pure) and the restore planner (which backup, is the target inside the window). */
+export { buildRecoveryConfig, archiveFetchCommand, quoteConfigValue, RECOVERY_DEFAULTS } from './restore/recovery-config';
+export type { RecoveryTarget, RecoveryTargetAction, RecoveryTimeline, RecoveryOptions, RecoveryConfig, RecoveryConfigInput, StandbySettings } from './restore/recovery-config';
+export { planRestore, walRanges, recoverableEnd, RecoveryTargetError } from './restore/recovery-target';
+export type { RestorePlan, RestorePlanInput, WalRange, BackupSummary, PlannerBackup, PlannerSegment } from './restore/recovery-target';
+export { createStandbySlot } from './restore/standby';
+/** Table-level restore through a scratch cluster: see restoreTable's TSDoc. */
+export { restoreTable } from './restore/restore-table';
+export type { RestoreTableOptions, RestoreTableResult } from './restore/restore-table';
+export { readTableDefinition, buildTableDdl } from './restore/table-definition';
+export type { TableDefinition, TableDdl, ColumnDefinition, OwnedSequence } from './restore/table-definition';
+export { startScratchCluster, binariesForMajor } from './restore/scratch-cluster';
+export type { ScratchCluster, ScratchClusterOptions } from './restore/scratch-cluster';
 /** Continuous WAL archiving over START_REPLICATION into a repository: see startWalArchiver's TSDoc. */
 export { startWalArchiver, WAL_ARCHIVER_DEFAULTS } from './archive/wal-archiver';
 export type { WalArchiverOptions, WalArchiverHandle, WalArchiverStats, WalArchiverResult, WalArchiverState } from './archive/wal-archiver';

@@ -1,27 +1,88 @@
 /**
- * Minimal restore of a base backup into an empty directory (protocol notes §7.2): base.tar into the
- * data directory, each `<oid>.tar` into its (possibly remapped) tablespace directory, the WAL the
- * backup carries into pg_wal, and the server's backup_manifest beside them as pg_basebackup's
- * plain format leaves it. backup_label is kept (deleting it would silently corrupt the cluster).
+ * restore/: full restore, recovery targets, standby set-up and table restore. It reads the
+ * repository (archive/), runs local servers only through local-server/, and never writes to a
+ * repository.
+ *
+ * This file: restore of a base backup into an empty directory (protocol notes §7.2): base.tar into
+ * the data directory, each `<oid>.tar` into its (possibly remapped) tablespace directory, the WAL the
+ * backup carries into pg_wal, the server's backup_manifest beside them as pg_basebackup's plain
+ * format leaves it, and the recovery settings (./recovery-config) with a restore_command that runs
+ * `pgark archive-fetch`. backup_label is kept (deleting it would silently corrupt the cluster).
  *
  * Everything streams: storage → sha256 check → decompression → tar reader → file, one member at a
  * time; nothing is buffered whole. Every object's sha256 is checked against the catalog entry.
  *
- * The full restore (recovery targets, restore_command, standby set-up) grows from this in src/restore:
- * the steps are separate functions (checkTarget, extractArchive, placeWal) so that it can reuse them.
+ * A restore in progress is marked by the file `pgark.restore-incomplete` in the data directory,
+ * written first and removed last: a restore that fails (a corrupted object, a full disk) or is
+ * killed leaves the partial directory with that marker, never something that looks complete.
  */
 import { createHash } from 'node:crypto';
-import { lchown, mkdir, open, readdir, rm, stat, symlink, writeFile, lstat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { appendFile, chmod, lchown, mkdir, open, readdir, rm, symlink, writeFile, lstat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Transform, type Readable } from 'node:stream';
 import { AbortError, ConfigError, IntegrityError, RestoreError, isPgarkError, throwIfAborted } from '../errors';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import type { Storage } from '../storage/storage';
+import type { ReplicationConnectionOptions } from '../connection/replication-connection';
+import { createStandbySlot } from './standby';
 import { openRepository } from '../archive/repository';
-import { readBackupCatalogEntry, type BackupCatalogEntry, type CatalogObject } from '../archive/backup-catalog';
+import { assertCatalogEntry, readBackupCatalogEntry, type BackupCatalogEntry, type CatalogObject } from '../archive/backup-catalog';
+import type { Stanza } from '../archive/repository';
+import { isServerRunning } from '../local-server/server-control';
+import {
+  archiveFetchCommand,
+  buildRecoveryConfig,
+  type RecoveryOptions,
+  type StandbySettings,
+} from './recovery-config';
+import { planRestore, type PlannerSegment, type RestorePlan } from './recovery-target';
 import { scanTar } from '../archive/tar-scan';
 import { compressionFromFileName, createDecompressStream } from '../archive/compression';
-import { isWalFileName } from '../lsn';
+import { isWalFileName, parseWalFileName } from '../lsn';
+
+/**
+ * restore_command through `pgark archive-fetch %f %p`: where the repository is (as the CLI's
+ * `--repo` takes it) and how to run the CLI. No secret is ever written into the settings: S3
+ * credentials reach the command through the server's environment (startServer's `env`), or through
+ * `credentials`, written into `envFile` with mode 0600 for the server's user only.
+ */
+export interface ArchiveFetchSpec {
+  /** The repository location: a directory, or s3://bucket/prefix (without credentials). */
+  repo: string;
+  /** pgark's CLI script. @default dist/cli.js next to this module (the installed package) */
+  cliPath?: string;
+  /** @default process.execPath */
+  nodePath?: string;
+  s3Endpoint?: string;
+  s3Region?: string;
+  s3PathStyle?: boolean;
+  /** archive-fetch --prefetch (segments downloaded ahead). @default archive-fetch's default (8) */
+  prefetch?: number;
+  /** archive-fetch --fatal-errors: a storage error stops recovery (FATAL) rather than ending it early. @default true with a recovery target */
+  fatalErrors?: boolean;
+  /** S3 credentials to put into `envFile` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Where to write the credentials (outside the data directory, so base backups of the restored cluster never carry it). */
+  envFile?: string;
+}
+
+/** A standby built from the backup (standby.signal, primary_conninfo, primary_slot_name). */
+export interface StandbyOptions {
+  /**
+   * libpq conninfo of the primary. It must not contain a password (it would be written into
+   * postgresql.auto.conf): use `passfile=…` readable by the server's user, or ~/.pgpass.
+   */
+  primaryConninfo: string;
+  /** primary_slot_name. */
+  slotName?: string;
+  /**
+   * Create the slot on the primary first (CREATE_REPLICATION_SLOT … PHYSICAL RESERVE_WAL) through this
+   * replication connection; an existing slot of that name is reused.
+   */
+  createSlot?: ReplicationConnectionOptions;
+}
 
 export interface RestoreBackupOptions extends ObserveOptions {
   storage: Storage;
@@ -29,15 +90,35 @@ export interface RestoreBackupOptions extends ObserveOptions {
   targetDir: string;
   /** @default 'main' */
   stanza?: string;
-  /** A backup id, or 'latest'. @default 'latest' */
+  /**
+   * A backup id, or 'latest'. Undefined: with a time or LSN recovery target, the newest backup that
+   * ends before the target; otherwise the newest. @default undefined
+   */
   backupId?: string;
   /**
    * New locations of tablespaces, by OID (or by their original location). Tablespaces not listed
    * are restored to their original location, which must then be empty or missing.
    */
   tablespaceMapping?: Record<string, string>;
+  /** Tablespaces not in `tablespaceMapping` go to `<tablespaceRoot>/<oid>` instead of their original location. */
+  tablespaceRoot?: string;
   /** Owner of everything restored (the server's OS user) when running as root. */
   owner?: { uid: number; gid: number };
+  /**
+   * Empty a non-empty target (and tablespace) directory first. A directory with a running server's
+   * postmaster.pid is never touched. @default false
+   */
+  clean?: boolean;
+  /** The restore_command (archive recovery from the repository). Without it (and without `restoreCommand`) no recovery settings are written unless `recovery`/`standby` ask for them. */
+  archive?: ArchiveFetchSpec;
+  /** A complete restore_command line instead of `archive` (%f/%p as PostgreSQL replaces them). */
+  restoreCommand?: string;
+  /** Point-in-time recovery: target, inclusive, timeline, action. Writes recovery.signal. */
+  recovery?: RecoveryOptions;
+  /** Build a standby instead (standby.signal). */
+  standby?: StandbyOptions;
+  /** More settings appended to postgresql.auto.conf (e.g. `{ archive_mode: 'off' }` for a throw-away copy). */
+  settings?: Record<string, string | number | boolean>;
   signal?: AbortSignal;
 }
 
@@ -49,13 +130,26 @@ export interface RestoreBackupResult {
   /** Bytes read from storage. */
   bytes: number;
   entry: BackupCatalogEntry;
+  /** The signal file written, if any. */
+  signalFile?: 'recovery.signal' | 'standby.signal';
+  /** The settings appended to postgresql.auto.conf (name → value). */
+  recoverySettings: Record<string, string>;
+  /** The planner's view (when a recovery target was given): how far this backup plus the archive can reach, and the WAL ranges. */
+  plan?: RestorePlan;
 }
+
+/** Marks a restore in progress (written first, removed last). */
+export const RESTORE_INCOMPLETE_MARKER = 'pgark.restore-incomplete';
 
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
 
-/** Checks that a target directory is missing or empty. @throws RestoreError RESTORE_TARGET_NOT_EMPTY / RESTORE_TARGET_IN_USE */
-export async function checkRestoreTarget(dir: string): Promise<void> {
+/**
+ * Checks that a target directory is missing or empty (or, with `clean`, empties it). A directory
+ * whose postmaster.pid names a live process is never touched.
+ * @throws RestoreError RESTORE_TARGET_NOT_EMPTY / RESTORE_TARGET_IN_USE
+ */
+export async function checkRestoreTarget(dir: string, options: { clean?: boolean } = {}): Promise<void> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -66,11 +160,20 @@ export async function checkRestoreTarget(dir: string): Promise<void> {
     }
     throw new RestoreError('RESTORE_TARGET_NOT_EMPTY', `restore target ${dir} cannot be read: ${(e as Error).message}`, { cause: e });
   }
-  if (names.includes('postmaster.pid')) {
-    throw new RestoreError('RESTORE_TARGET_IN_USE', `restore target ${dir} holds a running (or crashed) server's postmaster.pid`);
+  if (names.includes('postmaster.pid') && (!options.clean || isServerRunning(dir))) {
+    throw new RestoreError('RESTORE_TARGET_IN_USE', `restore target ${dir} holds a running (or crashed) server's postmaster.pid`, {
+      hint: 'stop the server first; a restore never touches the directory of a running server',
+    });
   }
   if (names.length > 0) {
-    throw new RestoreError('RESTORE_TARGET_NOT_EMPTY', `restore target ${dir} is not empty`, { hint: 'restore into an empty or missing directory' });
+    if (!options.clean) {
+      throw new RestoreError('RESTORE_TARGET_NOT_EMPTY', `restore target ${dir} is not empty`, {
+        hint: names.includes(RESTORE_INCOMPLETE_MARKER)
+          ? 'it holds an incomplete restore: restore again with clean (--clean)'
+          : 'restore into an empty or missing directory, or ask to clean it (--clean)',
+      });
+    }
+    for (const n of names) await rm(join(dir, n), { recursive: true, force: true });
   }
 }
 
@@ -204,18 +307,140 @@ async function chownRecursive(path: string, owner: { uid: number; gid: number })
   }
 }
 
+function ownModuleDir(): string | undefined {
+  // ESM build: import.meta.url; the CJS build has __dirname instead.
+  const url = (import.meta as { url?: string }).url;
+  if (url) return dirname(fileURLToPath(url));
+  return typeof __dirname === 'string' ? __dirname : undefined;
+}
+
+/** The CLI script of an installed pgark (dist/cli.js beside dist/index.js), or undefined. */
+export function defaultCliPath(): string | undefined {
+  const dir = ownModuleDir();
+  const candidate = dir ? join(dir, 'cli.js') : undefined;
+  return candidate && existsSync(candidate) ? candidate : undefined;
+}
+
+/** Refuses a conninfo that carries a password (it would land in postgresql.auto.conf). */
+function assertNoPassword(conninfo: string): void {
+  if (/(^|\s)password\s*=/i.test(conninfo) || /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/i.test(conninfo) || /[?&]password=/i.test(conninfo)) {
+    throw new ConfigError('CONFIG_INVALID_OPTION', 'primary_conninfo must not contain a password (it would be written into postgresql.auto.conf)', {
+      hint: 'use passfile=<file readable only by the server user> in the conninfo, or the server user\'s ~/.pgpass',
+    });
+  }
+}
+
+/** Whole archived segments of a stanza (for the planner). */
+export async function listArchivedSegments(stanza: Stanza, signal?: AbortSignal): Promise<PlannerSegment[]> {
+  const out: PlannerSegment[] = [];
+  for await (const o of stanza.listWal({ signal })) {
+    if (o.parsed.kind !== 'wal-segment') continue;
+    const { timeline, segno } = parseWalFileName(o.parsed.walName, stanza.info.walSegmentSize);
+    out.push(o.lastModified ? { timeline, segno, lastModified: o.lastModified } : { timeline, segno });
+  }
+  return out;
+}
+
+async function chooseBackup(stanza: Stanza, options: RestoreBackupOptions): Promise<{ entry: BackupCatalogEntry; plan?: RestorePlan }> {
+  const signal = options.signal;
+  const target = options.recovery?.target;
+  const wantsWindow = target !== undefined && !('immediate' in target);
+  if (!wantsWindow && options.backupId !== undefined) {
+    return { entry: await readBackupCatalogEntry(stanza, options.backupId, { signal }) };
+  }
+  const entries: BackupCatalogEntry[] = [];
+  for (const id of await stanza.listBackupIds({ signal })) {
+    const e = await stanza.readCatalogEntry<unknown>(id, { signal });
+    assertCatalogEntry(e, id);
+    entries.push(e);
+  }
+  const segments = wantsWindow ? await listArchivedSegments(stanza, signal) : [];
+  const plan = planRestore({
+    backups: entries,
+    segments,
+    walSegmentSize: stanza.info.walSegmentSize,
+    ...(options.backupId !== undefined ? { backupId: options.backupId } : {}),
+    ...(target ? { target } : {}),
+    ...(options.recovery?.timeline !== undefined ? { timeline: options.recovery.timeline } : {}),
+  });
+  const entry = entries.find((e) => e.backupId === plan.backup.backupId)!;
+  return wantsWindow ? { entry, plan } : { entry };
+}
+
+function buildRestoreCommand(options: RestoreBackupOptions, stanzaName: string): string | undefined {
+  if (options.restoreCommand !== undefined) return options.restoreCommand;
+  const a = options.archive;
+  if (!a) return undefined;
+  const cliPath = a.cliPath ?? defaultCliPath();
+  if (!cliPath) {
+    throw new ConfigError('CONFIG_INVALID_OPTION', 'cannot find pgark\'s cli script for restore_command', {
+      hint: 'pass archive.cliPath (the dist/cli.js of an installed pgark, readable by the server user)',
+    });
+  }
+  if (a.credentials && !a.envFile) {
+    throw new ConfigError('CONFIG_INVALID_OPTION', 'archive.credentials needs archive.envFile (a file only the server user can read)');
+  }
+  const hasTarget = options.recovery?.target !== undefined;
+  return archiveFetchCommand({
+    nodePath: a.nodePath ?? process.execPath,
+    cliPath: resolve(cliPath),
+    repo: a.repo,
+    stanza: stanzaName,
+    ...(a.s3Endpoint ? { s3Endpoint: a.s3Endpoint } : {}),
+    ...(a.s3Region ? { s3Region: a.s3Region } : {}),
+    ...(a.s3PathStyle ? { s3PathStyle: true } : {}),
+    ...(a.prefetch !== undefined ? { prefetch: a.prefetch } : {}),
+    fatalErrors: a.fatalErrors ?? hasTarget,
+    ...(a.credentials && a.envFile ? { envFile: resolve(a.envFile) } : {}),
+  });
+}
+
+async function writeEnvFile(path: string, c: NonNullable<ArchiveFetchSpec['credentials']>, owner: { uid: number; gid: number } | undefined): Promise<void> {
+  if ([c.accessKeyId, c.secretAccessKey, c.sessionToken ?? ''].some((v) => /[\0\n\r]/.test(v))) {
+    throw new ConfigError('CONFIG_INVALID_OPTION', 'a credential contains a newline or NUL');
+  }
+  const line = (k: string, v: string): string => `${k}='${v.replaceAll("'", `'\\''`)}'\n`;
+  let text = line('AWS_ACCESS_KEY_ID', c.accessKeyId) + line('AWS_SECRET_ACCESS_KEY', c.secretAccessKey);
+  if (c.sessionToken) text += line('AWS_SESSION_TOKEN', c.sessionToken);
+  await mkdir(dirname(path), { recursive: true, mode: DIR_MODE });
+  await rm(path, { force: true });
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    await fh.write(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  if (owner) await lchown(path, owner.uid, owner.gid);
+}
+
 /**
- * Restores a base backup from a repository into an empty directory, ready to start with the same
- * major's server binaries (crash recovery from backup_label, replaying the WAL the backup carries).
+ * Restores a base backup from a repository into an empty directory and writes the recovery
+ * settings for the backup's server version (12+: `recovery.signal` or `standby.signal`, settings
+ * appended to `postgresql.auto.conf`). The result starts with the server binaries of the backup's
+ * major version (findServerBinaries) and recovers:
+ * - without `archive`/`restoreCommand`/`recovery`/`standby`: crash recovery from backup_label,
+ *   replaying the WAL the backup carries (a self-contained backup), nothing written;
+ * - with `archive`: archive recovery through `pgark archive-fetch` to the end of the archive, or to
+ *   `recovery.target` (time, lsn, xid, restore point name, immediate), then `recovery.action`;
+ * - with `standby`: a standby streaming from `primaryConninfo`, the archive as its fallback.
  *
- * Errors: RestoreError RESTORE_TARGET_NOT_EMPTY, RESTORE_TARGET_IN_USE, RESTORE_BACKUP_NOT_FOUND;
+ * The recovery target is checked against the repository before anything is written (see
+ * ./recovery-target for what is checked). The data directory gets mode 0700, and as root every file
+ * goes to `owner`. A failure leaves the partial directory marked by `pgark.restore-incomplete`.
+ *
+ * Errors: RestoreError RESTORE_TARGET_NOT_EMPTY, RESTORE_TARGET_IN_USE, RESTORE_BACKUP_NOT_FOUND,
+ * RESTORE_TARGET_OUT_OF_RANGE (a RecoveryTargetError listing backups and WAL ranges);
  * IntegrityError INTEGRITY_CHECKSUM_MISMATCH (an object differs from its catalog entry),
- * INTEGRITY_ARCHIVE_INVALID; StorageError; AbortError. On failure the directories this call created
- * are removed.
+ * INTEGRITY_ARCHIVE_INVALID; ConfigError CONFIG_INVALID_OPTION; StorageError; AbortError.
  *
  * @example
  * ```ts
- * await restoreBackup({ storage, targetDir: '/var/lib/postgresql/16/restored', backupId: 'latest' });
+ * await restoreBackup({
+ *   storage, targetDir: '/var/lib/postgresql/16/restored',
+ *   archive: { repo: 's3://backups/pg', s3Endpoint: 'https://s3.example.net' },
+ *   recovery: { target: { time: '2026-01-31T12:00:00Z' }, action: 'promote' },
+ * });
  * ```
  */
 export async function restoreBackup(options: RestoreBackupOptions): Promise<RestoreBackupResult> {
@@ -223,32 +448,53 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
   const logger = options.logger ?? noopLogger;
   const targetDir = resolve(options.targetDir);
   throwIfAborted(signal, 'restore');
+  if (options.standby) assertNoPassword(options.standby.primaryConninfo);
   const repo = await openRepository(options.storage, { signal });
   const stanza = await repo.openStanza(options.stanza ?? 'main', { signal });
-  const entry = await readBackupCatalogEntry(stanza, options.backupId, { signal });
+  const { entry, plan } = await chooseBackup(stanza, options);
   const backupId = entry.backupId;
+
+  // Everything that can be refused is checked before the first byte is written.
+  const restoreCommand = buildRestoreCommand(options, stanza.name);
+  const wantsConfig = restoreCommand !== undefined || options.recovery !== undefined || options.standby !== undefined || options.settings !== undefined;
+  const config = wantsConfig
+    ? buildRecoveryConfig({
+        major: entry.pgMajor,
+        ...(restoreCommand !== undefined ? { restoreCommand } : {}),
+        ...(options.recovery ? { recovery: options.recovery } : {}),
+        ...(options.standby
+          ? { standby: { primaryConninfo: options.standby.primaryConninfo, ...(options.standby.slotName ? { primarySlotName: options.standby.slotName } : {}) } satisfies StandbySettings }
+          : {}),
+        ...(options.settings ? { extra: options.settings } : {}),
+      })
+    : undefined;
 
   // Where each tablespace goes.
   const mapping = options.tablespaceMapping ?? {};
   const tablespaces = entry.tablespaces.map((t) => {
-    const to = mapping[String(t.oid)] ?? mapping[t.location] ?? t.location;
+    const to = mapping[String(t.oid)] ?? mapping[t.location] ?? (options.tablespaceRoot ? join(resolve(options.tablespaceRoot), String(t.oid)) : t.location);
     if (!isAbsolute(to)) throw new ConfigError('CONFIG_INVALID_OPTION', `tablespace ${t.oid} must map to an absolute path (got ${JSON.stringify(to)})`);
     return { oid: t.oid, original: t.location, location: resolve(to) };
   });
-  await checkRestoreTarget(targetDir);
-  for (const t of tablespaces) await checkRestoreTarget(t.location);
+  await checkRestoreTarget(targetDir, { clean: options.clean });
+  for (const t of tablespaces) await checkRestoreTarget(t.location, { clean: options.clean });
 
-  const created: string[] = [];
-  const makeDir = async (dir: string): Promise<void> => {
-    const existed = await stat(dir).then(() => true, () => false);
-    await mkdir(dir, { recursive: true, mode: DIR_MODE });
-    if (!existed) created.push(dir);
-  };
+  if (options.standby?.createSlot && options.standby.slotName) {
+    await createStandbySlot(options.standby.createSlot, options.standby.slotName);
+  }
+
   emit(options, { type: 'restore.started', backupId, targetDir });
   let bytes = 0;
+  const marker = join(targetDir, RESTORE_INCOMPLETE_MARKER);
   try {
-    await makeDir(targetDir);
-    for (const t of tablespaces) await makeDir(t.location);
+    await mkdir(targetDir, { recursive: true, mode: DIR_MODE });
+    // PostgreSQL refuses a data directory with group/other access beyond 0750 (miscinit.c checkDataDir).
+    await chmod(targetDir, DIR_MODE);
+    await writeFile(marker, `restore of backup ${backupId} started ${new Date().toISOString()}; this directory is incomplete\n`, { mode: FILE_MODE });
+    for (const t of tablespaces) {
+      await mkdir(t.location, { recursive: true, mode: DIR_MODE });
+      await chmod(t.location, DIR_MODE);
+    }
     for (const obj of entry.objects.filter((o) => o.kind === 'archive')) {
       throwIfAborted(signal, 'restore');
       const ts = obj.spcOid === undefined ? undefined : tablespaces.find((t) => t.oid === obj.spcOid);
@@ -309,20 +555,38 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
       bytes += manifest.size;
     }
 
+    if (config) {
+      await appendFile(join(targetDir, 'postgresql.auto.conf'), config.autoConfText, { mode: FILE_MODE });
+      await writeFile(join(targetDir, config.signalFile), '', { mode: FILE_MODE });
+    }
+    if (options.archive?.credentials && options.archive.envFile) {
+      await writeEnvFile(resolve(options.archive.envFile), options.archive.credentials, options.owner);
+    }
+
     if (options.owner) {
       await chownRecursive(targetDir, options.owner);
       for (const t of tablespaces) await chownRecursive(t.location, options.owner);
     }
+    // Last: the directory is complete.
+    await rm(marker);
+    const dirHandle = await open(targetDir, 'r');
+    await dirHandle.sync().finally(() => dirHandle.close());
   } catch (e) {
-    // Leave no half-restored directory behind (only directories this call created, or their contents).
-    for (const dir of [targetDir, ...tablespaces.map((t) => t.location)]) {
-      if (created.includes(dir)) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-      else for (const n of await readdir(dir).catch(() => [] as string[])) await rm(join(dir, n), { recursive: true, force: true }).catch(() => undefined);
-    }
-    logger.warn('restore failed', { backupId, error: isPgarkError(e) ? e.code : String(e) });
+    // The partial directory stays, marked incomplete (the marker was written first); a later
+    // restore refuses it unless asked to clean it.
+    logger.warn('restore failed; the partial directory is marked incomplete', { backupId, targetDir, marker: RESTORE_INCOMPLETE_MARKER, error: isPgarkError(e) ? e.code : String(e) });
     if (signal?.aborted && !(isPgarkError(e) && e.code === 'ABORTED')) throw new AbortError('restore aborted', { cause: e });
     throw e;
   }
   emit(options, { type: 'restore.completed', backupId, targetDir, bytes });
-  return { backupId, targetDir, tablespaces: tablespaces.map((t) => ({ oid: t.oid, location: t.location })), bytes, entry };
+  return {
+    backupId,
+    targetDir,
+    tablespaces: tablespaces.map((t) => ({ oid: t.oid, location: t.location })),
+    bytes,
+    entry,
+    ...(config ? { signalFile: config.signalFile } : {}),
+    recoverySettings: Object.fromEntries(config?.settings ?? []),
+    ...(plan ? { plan } : {}),
+  };
 }

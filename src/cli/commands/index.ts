@@ -4,8 +4,9 @@ import { registerArchiveFetch } from './archive-fetch';
 import { registerArchivePush } from './archive-push';
 import { registerBackup } from './backup';
 import { registerRestore } from './restore';
+import { registerRestoreTable } from './restore-table';
 import { registerWalArchive } from './wal-archive';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [registerBackup, registerRestore, registerArchivePush, registerArchiveFetch, registerWalArchive];
+export const COMMANDS: RegisterCommand[] = [registerBackup, registerRestore, registerRestoreTable, registerArchivePush, registerArchiveFetch, registerWalArchive];
