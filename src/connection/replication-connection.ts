@@ -141,7 +141,8 @@ interface PendingCommand {
   error: PgarkError | undefined;
   done: boolean;
   copyMode: 'out' | 'in' | 'both' | undefined;
-  waiter: { resolve: () => void } | undefined;
+  /** Pending next() calls waiting for an event (normally one consumer; several are tolerated). */
+  waiters: (() => void)[];
 }
 
 /** `host:port user=… db=…`: how a target is described in errors and events (never with a password). */
@@ -323,6 +324,9 @@ export class ReplicationConnection {
       application_name: options.applicationName ?? CONNECTION_DEFAULTS.applicationName,
       replication: 'true',
       keepAlive: true,
+      // TCP keepalive probes start after 10 s idle, so a vanished peer is eventually detected even
+      // while the caller waits; protocol-level timeouts (wal_sender_timeout-style) are the caller's job.
+      keepAliveInitialDelayMillis: 10_000,
     } as pg.ClientConfig & { replication: string; sslnegotiation?: string });
     const params = client as unknown as { connectionParameters: Record<string, unknown> };
     for (const k of [
@@ -454,7 +458,7 @@ export class ReplicationConnection {
       error: undefined,
       done: false,
       copyMode: undefined,
-      waiter: undefined,
+      waiters: [],
     };
     this.active = cmd;
     this.socket.write(message);
@@ -650,9 +654,8 @@ export class ReplicationConnection {
   }
 
   private wake(cmd: PendingCommand): void {
-    const w = cmd.waiter;
-    cmd.waiter = undefined;
-    w?.resolve();
+    const waiters = cmd.waiters.splice(0);
+    for (const w of waiters) w();
   }
 
   private dispatch(msg: BackendMessage): void {
@@ -817,7 +820,7 @@ export class ReplicationConnection {
           return { done: true, value: undefined };
         }
         await new Promise<void>((resolve) => {
-          cmd.waiter = { resolve };
+          cmd.waiters.push(resolve);
         });
       }
     };
