@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   const header = {
     machine: `${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`,
     node: process.version,
-    postgres: (await cluster.query<{ v: string }>('SHOW server_version'))[0]!.v,
+    postgres: (await cluster.query<{ v: string }>('SELECT version() AS v'))[0]!.v,
     s3: needS3 ? 'swift s3api (local)' : undefined,
     pgbench: `-c 4 -j 2 -T ${seconds} (scale ${scale})`,
   };
