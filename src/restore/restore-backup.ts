@@ -166,11 +166,14 @@ export async function checkRestoreTarget(dir: string, options: { clean?: boolean
     });
   }
   if (names.length > 0) {
+    if (!options.clean && names.includes(RESTORE_INCOMPLETE_MARKER)) {
+      throw new RestoreError('RESTORE_INCOMPLETE', `restore target ${dir} holds an incomplete restore (${RESTORE_INCOMPLETE_MARKER})`, {
+        hint: 'restore again with clean (--clean), or remove the directory',
+      });
+    }
     if (!options.clean) {
       throw new RestoreError('RESTORE_TARGET_NOT_EMPTY', `restore target ${dir} is not empty`, {
-        hint: names.includes(RESTORE_INCOMPLETE_MARKER)
-          ? 'it holds an incomplete restore: restore again with clean (--clean)'
-          : 'restore into an empty or missing directory, or ask to clean it (--clean)',
+        hint: 'restore into an empty or missing directory, or ask to clean it (--clean)',
       });
     }
     for (const n of names) await rm(join(dir, n), { recursive: true, force: true });
