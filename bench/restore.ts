@@ -1,0 +1,156 @@
+/**
+ * Restore bench (measures, never asserts), on an embedded PostgreSQL 15 with a generated data set:
+ *
+ *   A. restoreBackup from a directory repository  vs  `tar -xf` of the same (uncompressed) tars from
+ *      local disk followed by `sync -f` (restoreBackup fsyncs every file)     (throughput ratio, target >= 0.9)
+ *   B. restoreBackup from S3 (Swift s3api)         vs  the same tar baseline   (target >= 0.9)
+ *   C. WAL replay through restore_command (`pgark archive-fetch`) with prefetch 8 vs prefetch 0:
+ *      time from server start to the end of recovery for the same archived WAL (--wal-mb of writes).
+ *
+ *   npx tsx bench/restore.ts [--size-mb 2048] [--wal-mb 512] [--runs 3] [--no-s3]
+ *
+ * Results (one JSON line with the medians): bench/results/restore.jsonl.
+ */
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, rmSync, createWriteStream } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import pg from 'pg';
+import { restoreBackup, runBaseBackup, type Storage } from '../src/index';
+import { createFsStorage } from '../src/storage/fs-storage';
+import { createS3Storage } from '../src/storage/s3-storage';
+import { createS3Client } from '../src/storage/s3-client';
+import { chownTree, resolveServerUser, shellQuote, startServer, stopServer } from '../src/local-server';
+import { startS3Server } from '../test/harness/s3-server';
+import { freePort, startCluster, TEST_ROOT } from '../test/harness/postgres';
+import { generateDataset } from '../test/harness/datagen';
+
+const MIB = 1024 * 1024;
+const HERE = dirname(fileURLToPath(import.meta.url));
+const RESULTS = join(HERE, 'results', 'restore.jsonl');
+const ESBUILD = join(HERE, '..', 'node_modules', '.bin', 'esbuild');
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
+}
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const sizeMb = Number(arg('size-mb', '2048'));
+const walMb = Number(arg('wal-mb', '512'));
+const runs = Number(arg('runs', '3'));
+const withS3 = !process.argv.includes('--no-s3');
+
+async function main(): Promise<void> {
+  const root = join(TEST_ROOT, `bench-restore-${process.pid}`);
+  mkdirSync(root, { recursive: true });
+  const user = resolveServerUser();
+  const cli = join(root, 'cli.mjs');
+  if (spawnSync(ESBUILD, [join(HERE, '..', 'src/cli/main.ts'), '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outfile=${cli}`, '--log-level=warning']).status !== 0) throw new Error('esbuild failed');
+  const repoDir = join(root, 'repo');
+  mkdirSync(repoDir);
+  chownTree(root, user);
+  const fsRepo = createFsStorage({ root: repoDir });
+  const pushCmd = `${shellQuote(process.execPath)} ${shellQuote(cli)} archive-push %p --repo ${shellQuote(repoDir)}`;
+  const source = await startCluster({ major: 15, settings: { archive_mode: 'on', archive_command: pushCmd } });
+  const out: Record<string, unknown> = { bench: 'restore', at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpu: os.cpus()[0]?.model, pg: 15, sizeMb, walMb, runs };
+  const s3srv = withS3 ? await startS3Server() : undefined;
+  try {
+    await generateDataset(source, { sizeMb });
+    const conn = { host: source.host, port: source.port, user: source.replicationUser.user, password: source.replicationUser.password, ssl: 'disable' as const };
+    const bb = await runBaseBackup({ connection: conn, storage: fsRepo, checkpoint: 'fast', wal: 'stream' });
+    const dataBytes = bb.entry.sizes.dataBytes;
+    out.backupBytes = bb.entry.sizes.storedBytes;
+
+    // Baseline tars on local disk (copies of the repository's objects).
+    const tarDir = join(root, 'tars');
+    mkdirSync(tarDir);
+    for (const o of bb.entry.objects.filter((x) => x.kind === 'archive')) await pipeline(await fsRepo.get(o.key), createWriteStream(join(tarDir, o.name)));
+    const tarTimes: number[] = [];
+    const fsTimes: number[] = [];
+    const s3Times: number[] = [];
+    let s3Repo: Storage | undefined;
+    if (s3srv) {
+      const client = createS3Client({ endpoint: s3srv.endpoint, region: s3srv.region, credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey } });
+      await client.send(new CreateBucketCommand({ Bucket: 'bench-restore' }));
+      client.destroy();
+      s3Repo = createS3Storage({ bucket: 'bench-restore', endpoint: s3srv.endpoint, region: s3srv.region, forcePathStyle: true, credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey } });
+      await runBaseBackup({ connection: conn, storage: s3Repo, checkpoint: 'fast', wal: 'stream' });
+    }
+    for (let i = 0; i < runs; i++) {
+      const t = join(root, 'tar-out');
+      rmSync(t, { recursive: true, force: true });
+      mkdirSync(t);
+      let t0 = performance.now();
+      for (const o of bb.entry.objects.filter((x) => x.kind === 'archive')) {
+        const d = o.spcOid === undefined ? t : join(t, `ts${o.spcOid}`);
+        mkdirSync(d, { recursive: true });
+        spawnSync('tar', ['-xf', join(tarDir, o.name), '-C', d], { stdio: 'inherit' });
+      }
+      spawnSync('sync', ['-f', t]);
+      tarTimes.push(performance.now() - t0);
+      rmSync(t, { recursive: true, force: true });
+      for (const [storage, times] of [[fsRepo, fsTimes], ...(s3Repo ? [[s3Repo, s3Times]] : [])] as [Storage, number[]][]) {
+        t0 = performance.now();
+        await restoreBackup({ storage, targetDir: t, tablespaceRoot: join(root, 'ts-out'), clean: true });
+        times.push(performance.now() - t0);
+        rmSync(t, { recursive: true, force: true });
+        rmSync(join(root, 'ts-out'), { recursive: true, force: true });
+      }
+    }
+    const mbps = (ms: number): number => dataBytes / MIB / (ms / 1000);
+    out.tarMBps = mbps(median(tarTimes));
+    out.fsMBps = mbps(median(fsTimes));
+    out.fsRatio = median(tarTimes) / median(fsTimes);
+    if (s3Times.length) {
+      out.s3MBps = mbps(median(s3Times));
+      out.s3Ratio = median(tarTimes) / median(s3Times);
+    }
+
+    // C. WAL replay with and without prefetch.
+    await generateDataset(source, { sizeMb: walMb, seed: 2 });
+    const w = (await source.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w'))[0]!.w;
+    for (;;) {
+      const [s] = await source.query<{ last: string | null }>('SELECT last_archived_wal AS last FROM pg_stat_archiver');
+      if (s?.last && s.last >= w) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    await source.stop();
+    for (const prefetch of [8, 0]) {
+      const times: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const dir = join(root, `replay-${prefetch}`);
+        const dataDir = join(dir, 'data');
+        mkdirSync(join(dir, 'sock'), { recursive: true });
+        chownTree(dir, user);
+        await restoreBackup({ storage: fsRepo, targetDir: dataDir, tablespaceRoot: join(dir, 'ts'), backupId: bb.backupId, archive: { repo: repoDir, cliPath: cli, prefetch }, owner: { uid: user.uid, gid: user.gid } });
+        const port = await freePort();
+        const t0 = performance.now();
+        await startServer({ binaries: source.binaries, user, dataDir, port, socketDir: join(dir, 'sock'), logFile: join(dir, 'log'), timeoutMs: 3_600_000 });
+        const c = new pg.Client({ host: join(dir, 'sock'), port, user: 'postgres', database: 'postgres' });
+        await c.connect();
+        while ((await c.query('SELECT pg_is_in_recovery() AS r')).rows[0].r) await new Promise((r) => setTimeout(r, 100));
+        times.push(performance.now() - t0);
+        await c.end();
+        await stopServer({ binaries: source.binaries, user, dataDir, mode: 'immediate' });
+        rmSync(dir, { recursive: true, force: true });
+      }
+      out[`replayMs_prefetch${prefetch}`] = median(times);
+    }
+    out.prefetchSpeedup = (out.replayMs_prefetch0 as number) / (out.replayMs_prefetch8 as number);
+  } finally {
+    await source.destroy();
+    await s3srv?.stop();
+    rmSync(root, { recursive: true, force: true });
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  appendFileSync(RESULTS, `${JSON.stringify(out)}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exitCode = 1;
+});
