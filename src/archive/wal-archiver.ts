@@ -4,7 +4,7 @@
  * only what is durable in the repository. See docs/design-wal.md for the durability design.
  */
 import { AbortError, ConfigError, ConnectionError, IntegrityError, PgarkError, ReplicationError, StorageError, isPgarkError } from '../errors';
-import { formatLsn, segmentStartOf, type Lsn } from '../lsn';
+import { formatLsn, parseWalFileName, segmentStartLsn, segmentStartOf, type Lsn } from '../lsn';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import type { Storage } from '../storage/storage';
 import { ReplicationConnection, type ReplicationConnectionOptions } from '../connection/replication-connection';
@@ -44,6 +44,11 @@ export interface WalArchiverOptions extends ObserveOptions {
   reconnectInitialMs?: number;
   /** @default 30000 */
   reconnectMaxMs?: number;
+  /**
+   * Complete segments held in memory while they are stored under their own names in the
+   * background (memory ≈ (this + 1) × wal_segment_size). @default 2
+   */
+  maxPendingSegments?: number;
   /** How long stop() waits for the storage to take the last bytes. @default 60000 */
   stopTimeoutMs?: number;
   signal?: AbortSignal;
@@ -350,7 +355,19 @@ class WalArchiver {
           emit(this.o, { type: 'wal.flush', writtenLsn: formatLsn(this.writer?.writtenLsn ?? lsn), flushedLsn: formatLsn(lsn) });
         },
         onFailed: () => this.stream?.stop(),
+        ...(o.maxPendingSegments !== undefined ? { maxPendingSegments: o.maxPendingSegments } : {}),
       });
+      // Segments a previous run made wholly durable as chunks but did not store whole yet.
+      const chunked = new Set(objects.filter((x) => x.kind === 'wal-partial-chunk').map((x) => x.walName));
+      const whole = new Set(objects.filter((x) => x.kind === 'wal-segment').map((x) => x.walName));
+      const candidates = [...chunked]
+        .filter((n) => !whole.has(n) && n !== plan.resumePartial)
+        .sort()
+        .map((name) => {
+          const { timeline, segno } = parseWalFileName(name, segSize);
+          return { timeline, name, startLsn: segmentStartLsn(segno, segSize) };
+        });
+      if (candidates.length) await writer.storeCompletedPartials(candidates);
       await writer.begin(plan.timeline, plan.startLsn);
       this.writer = writer;
     } else if (segSize !== this.segmentSize) {

@@ -36,6 +36,11 @@ export interface WalSegmentWriterOptions extends ObserveOptions {
   onFailed?: (error: PgarkError) => void;
   /** Called whenever flushedLsn advances (in order). */
   onFlushed?: (flushedLsn: Lsn, timeline: number) => void;
+  /**
+   * Complete segments that may wait in memory for their upload under their own name (bounded
+   * memory: `write` waits when this many are waiting). @default 2
+   */
+  maxPendingSegments?: number;
   /** Backoff of storage retries. */
   retryInitialMs?: number;
   retryMaxMs?: number;
@@ -71,8 +76,14 @@ export class WalSegmentWriter {
   readonly counters: WalWriterCounters = { segmentsStored: 0, segmentsAlreadyPresent: 0, partialFlushes: 0, bytesStored: 0, storageRetries: 0 };
   private readonly o: WalSegmentWriterOptions;
   private current: Segment | undefined;
-  /** Complete segments waiting to be stored (at most one while another one fills). */
+  /**
+   * Complete segments not yet stored under their own name, oldest first (at most
+   * `maxPendingSegments`). In synchronous mode their bytes are durable as chunks first; the
+   * uploader stores them whole in the background, one at a time, in order.
+   */
   private readonly completed: Segment[] = [];
+  /** The background upload of `completed[0]` under its own name, while it runs. */
+  private uploading: Promise<void> | undefined;
   private timelineValue = 0;
   /** Where the next byte of WAL goes (end of the data written so far). */
   private nextLsn: Lsn = 0n;
@@ -134,10 +145,37 @@ export class WalSegmentWriter {
     seg.durable = existing.bytes.length;
     seg.partialKeys = existing.keys;
     seg.compacted = existing.keys.length === 1 && existing.keys[0] === walPartialKey(this.o.stanza, seg.name);
-    this.current = seg;
+    if (seg.filled === segSize) {
+      // Wholly durable as chunks (stopped between its last chunk and its upload): store it whole.
+      this.completed.push(seg);
+      this.current = undefined;
+    } else {
+      this.current = seg;
+    }
     this.nextLsn = segmentStart + BigInt(seg.filled);
     this.flushed = segmentStart + BigInt(seg.durable);
     this.start();
+  }
+
+  /**
+   * Stores under their own names the segments that a previous run left wholly durable as chunks
+   * (stopped between a segment's last chunk and its upload); others are left alone. Run before
+   * `begin`, for the segments other than the one the archiver resumes.
+   */
+  async storeCompletedPartials(names: readonly { timeline: number; name: string; startLsn: Lsn }[]): Promise<number> {
+    let stored = 0;
+    for (const n of names) {
+      const seg = this.newSegment(n.timeline, n.startLsn);
+      const existing = await this.retrying('list', walPartialKey(this.o.stanza, seg.name), () =>
+        readArchivedPartial(this.o.storage, this.o.stanza, seg.name, this.o.segmentSize, seg.buf),
+      );
+      if (existing.bytes.length !== this.o.segmentSize) continue;
+      seg.filled = seg.durable = this.o.segmentSize;
+      seg.partialKeys = existing.keys;
+      await this.storeComplete(seg);
+      stored++;
+    }
+    return stored;
   }
 
   /**
@@ -233,6 +271,7 @@ export class WalSegmentWriter {
     this.timer = undefined;
     this.kick();
     await this.loop;
+    await this.uploading;
     for (const w of this.spaceWaiters.splice(0)) w();
     for (const w of this.idleWaiters.splice(0)) w();
   }
@@ -285,8 +324,12 @@ export class WalSegmentWriter {
     return this.failure;
   }
 
+  private get maxPending(): number {
+    return Math.max(1, this.o.maxPendingSegments ?? 2);
+  }
+
   private waitForSpace(): Promise<void> {
-    if (this.completed.length === 0 || this.failure || this.closed) return Promise.resolve();
+    if (this.completed.length < this.maxPending || this.failure || this.closed) return Promise.resolve();
     return new Promise((resolve) => this.spaceWaiters.push(resolve));
   }
 
@@ -297,7 +340,7 @@ export class WalSegmentWriter {
   }
 
   private isIdle(): boolean {
-    return !this.busy && this.completed.length === 0 && (!this.current || this.current.filled === this.current.durable || !this.forceFlush);
+    return !this.busy && !this.uploading && this.completed.length === 0 && (!this.current || this.current.filled === this.current.durable || !this.forceFlush);
   }
 
   private tailDue(seg: Segment): boolean {
@@ -308,17 +351,19 @@ export class WalSegmentWriter {
 
   private async run(): Promise<void> {
     while (!this.closed && !this.failure) {
-      const done = this.completed[0];
       const cur = this.current;
-      if (done) {
+      // Synchronous mode: a completed segment's last bytes become durable as a chunk first (small
+      // and quick), so the flush position passes the segment boundary without waiting for the
+      // whole segment's upload; the uploader then stores it under its own name in the background.
+      const unchunked = this.o.synchronous ? this.completed.find((s) => s.durable < this.o.segmentSize) : undefined;
+      if (unchunked) {
         this.busy = true;
-        await this.storeComplete(done);
-        this.completed.shift();
+        await this.storeChunk(unchunked);
         this.busy = false;
-        for (const w of this.spaceWaiters.splice(0)) w();
         this.advance();
         continue;
       }
+      this.startUpload();
       if (cur && this.tailDue(cur)) {
         this.busy = true;
         await this.storeChunk(cur);
@@ -326,17 +371,43 @@ export class WalSegmentWriter {
         this.advance();
         continue;
       }
-      this.forceFlush = false;
-      for (const w of this.idleWaiters.splice(0)) w();
+      if (!this.uploading) {
+        this.forceFlush = false;
+        for (const w of this.idleWaiters.splice(0)) w();
+      }
       await new Promise<void>((resolve) => {
         this.wake = resolve;
       });
     }
   }
 
-  /** flushedLsn = start of the oldest segment not wholly durable + its durable bytes. */
+  /**
+   * Stores `completed[0]` under its own name in the background (one upload at a time, in LSN
+   * order), then drops it from memory and wakes the loop. Asynchronous mode: the flush position
+   * passes the segment only once this upload is done (its bytes were not durable before).
+   */
+  private startUpload(): void {
+    const seg = this.completed[0];
+    if (!seg || this.uploading || this.closed || this.failure) return;
+    this.uploading = this.storeComplete(seg).then(
+      () => {
+        this.completed.shift();
+        this.uploading = undefined;
+        for (const w of this.spaceWaiters.splice(0)) w();
+        this.advance();
+        this.kick();
+      },
+      (e: unknown) => {
+        this.uploading = undefined;
+        this.fail(isPgarkError(e) ? e : new StorageError('STORAGE_IO', `wal upload failed: ${String(e)}`, { cause: e }));
+        this.kick();
+      },
+    );
+  }
+
+  /** flushedLsn = start of the oldest segment not wholly durable (chunks count) + its durable bytes. */
   private advance(): void {
-    const oldest = this.completed[0] ?? this.current;
+    const oldest = this.completed.find((s) => s.durable < this.o.segmentSize) ?? this.current;
     const lsn = oldest ? oldest.startLsn + BigInt(oldest.durable) : this.nextLsn;
     if (lsn > this.flushed) {
       this.flushed = lsn;
@@ -366,7 +437,7 @@ export class WalSegmentWriter {
     try {
       await this.retrying('put', key, () => this.o.storage.put(key, body, { ifAbsent: true, contentLength: body.length }));
       this.counters.segmentsStored++;
-      this.counters.bytesStored += body.length - seg.durable;
+      this.counters.bytesStored += body.length;
     } catch (e) {
       if (!(isPgarkError(e) && e.code === 'STORAGE_CONFLICT')) throw e;
       // Already archived (a restart re-streamed it, or archive_command put it): same bytes are fine.

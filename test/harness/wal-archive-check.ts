@@ -52,12 +52,15 @@ export async function checkArchive(storage: Storage, stanza: string, pgWalDir: s
     }
     out.durableEnd = segmentStartLsn(segno + 1n, segSize);
   }
+  // The tail: segments held as partial objects only, in order. In synchronous mode a complete
+  // segment may be durable as chunks while its upload under its own name runs in the background.
   const tail = [...partials].filter((n) => !segs.includes(n)).sort();
-  if (tail.length) {
-    const name = tail[tail.length - 1]!;
-    out.partial = name;
+  for (const name of tail) {
     const { segno } = parseWalFileName(name, segSize);
+    if (prev !== undefined && segno < prev + 1n) continue; // an older leftover
     if (prev !== undefined && segno !== prev + 1n) out.gaps.push(name);
+    prev = segno;
+    out.partial = name;
     let bytes: Buffer;
     try {
       ({ bytes } = await readArchivedPartial(storage, stanza, name, segSize));
@@ -68,8 +71,9 @@ export async function checkArchive(storage: Storage, stanza: string, pgWalDir: s
     // A running archiver may have completed the segment (and deleted its chunks) since the listing.
     if (bytes.length === 0 && (await storage.head(`stanzas/${stanza}/wal/${name.substring(0, 8)}/${name}`))) {
       out.segments.push(name);
+      delete out.partial;
       out.durableEnd = segmentStartLsn(segno + 1n, segSize);
-      return out;
+      continue;
     }
     const onDisk = join(pgWalDir, name);
     if (existsSync(onDisk)) {
@@ -78,6 +82,7 @@ export async function checkArchive(storage: Storage, stanza: string, pgWalDir: s
       if (!disk.subarray(0, bytes.length).equals(bytes)) out.mismatches.push(`${name}.partial`);
     }
     out.durableEnd = segmentStartLsn(segno, segSize) + BigInt(bytes.length);
+    if (bytes.length < segSize) break;
   }
   return out;
 }
