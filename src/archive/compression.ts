@@ -4,8 +4,9 @@
  * basebackup_lz4.c, basebackup_zstd.c). Choices and measurements: docs/design-compression.md.
  *
  * - gzip: node:zlib.
- * - zstd: node:zlib's zstd when the runtime has it (Node >= 22.15 / 23.8), else the `zstd-napi` binding (streaming
- *   Transform over libzstd; built from its vendored sources at install when no prebuilt binary can be fetched).
+ * - zstd: compression by node:zlib's zstd when the runtime has it (Node >= 22.15 / 23.8), else the `zstd-napi`
+ *   binding (streaming Transform over libzstd; built from its vendored sources at install when no prebuilt binary can
+ *   be fetched). Decompression prefers zstd-napi, which reports a truncated frame; node:zlib's decoder does not.
  * - lz4: decompression by our own streaming frame decoder (lz4-frame.ts, pure TS). Compression through `lz4-napi`
  *   (prebuilt binary shipped as an npm package; whole-buffer API only), one LZ4 frame per `lz4ChunkBytes` of
  *   input: concatenated frames are a valid LZ4 stream that `lz4 -d` and our decoder read.
@@ -187,10 +188,15 @@ export function createDecompressStream(name: CompressionName): Transform {
     case 'gzip':
       return withIntegrityErrors(zlib.createGunzip(), name);
     case 'zstd': {
-      if (typeof zz.createZstdDecompress === 'function')
+      // zstd-napi first: node:zlib's zstd decoder (Node 22/24) ends without an error on a truncated
+      // frame (seen in CI), which would let a cut-off archive pass as whole. zstd-napi reports it.
+      try {
+        zstdNapi ??= loadOptional<ZstdNapi>('zstd-napi', 'zstd decompression');
+        return withIntegrityErrors(new zstdNapi.DecompressStream(), name);
+      } catch (e) {
+        if (typeof zz.createZstdDecompress !== 'function') throw e;
         return withIntegrityErrors(zz.createZstdDecompress(), name);
-      zstdNapi ??= loadOptional<ZstdNapi>('zstd-napi', 'zstd decompression');
-      return withIntegrityErrors(new zstdNapi.DecompressStream(), name);
+      }
     }
     case 'lz4':
       return new Lz4FrameDecoder();
