@@ -41,6 +41,7 @@ import { planRestore, type PlannerSegment, type RestorePlan } from './recovery-t
 import { scanTar } from '../archive/tar-scan';
 import { compressionFromFileName, createDecompressStream } from '../archive/compression';
 import { isWalFileName, parseWalFileName } from '../lsn';
+import { placeWalTail, type PlacedWalTail } from '../archive/wal-tail'; // [wal tail, helper-11]
 
 /**
  * restore_command through `pgark archive-fetch %f %p`: where the repository is (as the CLI's
@@ -117,6 +118,13 @@ export interface RestoreBackupOptions extends ObserveOptions {
   recovery?: RecoveryOptions;
   /** Build a standby instead (standby.signal). */
   standby?: StandbyOptions;
+  /**
+   * [wal tail, helper-11] With archive recovery to the end of the archive or a target (not a
+   * standby, not `immediate`): place the newest timeline's durable partial segments (the streaming
+   * archiver's tip) into pg_wal under full names, zero-padded, so recovery replays every WAL byte
+   * the archiver made durable (RPO 0). See src/archive/wal-tail.ts for the rules. @default true
+   */
+  walTail?: boolean;
   /** More settings appended to postgresql.auto.conf (e.g. `{ archive_mode: 'off' }` for a throw-away copy). */
   settings?: Record<string, string | number | boolean>;
   signal?: AbortSignal;
@@ -136,6 +144,8 @@ export interface RestoreBackupResult {
   recoverySettings: Record<string, string>;
   /** The planner's view (when a recovery target was given): how far this backup plus the archive can reach, and the WAL ranges. */
   plan?: RestorePlan;
+  /** [wal tail, helper-11] The partial segments placed into pg_wal (see `walTail`). */
+  walTail?: PlacedWalTail;
 }
 
 /** Marks a restore in progress (written first, removed last). */
@@ -488,6 +498,7 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
 
   emit(options, { type: 'restore.started', backupId, targetDir });
   let bytes = 0;
+  let walTail: PlacedWalTail | undefined; // [wal tail, helper-11]
   const marker = join(targetDir, RESTORE_INCOMPLETE_MARKER);
   try {
     await mkdir(targetDir, { recursive: true, mode: DIR_MODE });
@@ -549,6 +560,20 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
       bytes += obj.size;
     }
 
+    // ---- [wal tail, helper-11] begin: the archive's durable partial tip (RPO 0), see src/archive/wal-tail.ts
+    if (restoreCommand !== undefined && !options.standby && options.walTail !== false && !(options.recovery?.target && 'immediate' in options.recovery.target)) {
+      walTail = await placeWalTail({
+        storage: options.storage,
+        stanza,
+        walDir,
+        backupTimeline: entry.endTimeline,
+        ...(options.recovery?.timeline !== undefined ? { recoveryTimeline: options.recovery.timeline } : {}),
+        ...(signal ? { signal } : {}),
+      });
+      if (walTail.files.length) logger.info('placed the archive\'s partial wal tail into pg_wal', { files: walTail.files.map((f) => f.walName), timeline: walTail.timeline });
+    }
+    // ---- [wal tail, helper-11] end
+
     // backup_manifest beside the data, as pg_basebackup's plain format leaves it.
     const manifest = entry.objects.find((o) => o.kind === 'manifest');
     if (manifest) {
@@ -591,5 +616,6 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
     ...(config ? { signalFile: config.signalFile } : {}),
     recoverySettings: Object.fromEntries(config?.settings ?? []),
     ...(plan ? { plan } : {}),
+    ...(walTail ? { walTail } : {}), // [wal tail, helper-11]
   };
 }
