@@ -93,7 +93,8 @@ export interface ArchiveFetchResult {
  * crash recovery asks again.
  *
  * @returns `{ found: false }` when the repository has no such file (a segment is never answered
- *   with its `.partial`).
+ *   with its `.partial`: the archive's durable partial tip reaches a restore through
+ *   restoreBackup's `walTail`, which places only the newest timeline's, see src/archive/wal-tail.ts).
  * @throws IntegrityError INTEGRITY_WAL_INVALID / INTEGRITY_SYSTEM_ID_MISMATCH for a damaged or
  *   foreign segment, INTEGRITY_REPOSITORY_FORMAT when there is no repository; StorageError
  *   STORAGE_NOT_FOUND when the stanza does not exist, other StorageErrors from the store;

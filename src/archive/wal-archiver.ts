@@ -128,7 +128,10 @@ function isFatal(e: unknown): boolean {
  *   WAL durable in the repository, never more; write and flush are reported separately. The slot's
  *   restart_lsn follows it, so the slot never runs ahead of the repository.
  * - Segments appear under their standard names only when complete; the newest incomplete one is
- *   kept as sequenced partial chunks while streaming and as `<segment>.partial` after stop.
+ *   kept as sequenced partial chunks while streaming and as `<segment>.partial` after stop. In
+ *   synchronous mode a completed segment is first made durable as its last chunk (the flush
+ *   position moves on at once) and stored whole in the background, at most `maxPendingSegments`
+ *   waiting; restoreBackup's `walTail` reads such chunk-only segments and the partial tip.
  * - On a restart it resumes from what the repository holds (then the slot on 15+, then the server
  *   position), re-streaming a partial segment from its start and verifying the bytes it already has.
  * - On every (re)connect the server's system identifier is checked against the stanza's

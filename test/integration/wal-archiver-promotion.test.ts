@@ -3,8 +3,7 @@
  * another archives the primary. The standby is promoted: its archiver handles the end of
  * timeline 1, archives 00000002.history, keeps the old timeline's last segment as partial and
  * continues on timeline 2 in the same process; the bytes equal the standby's pg_wal.
- * TODO(pitr-across-switch): a PITR restore across the switch reaching timeline 2 needs the full
- * restore path + archive-fetch; see test/integration/wal-archiver-pitr-todo.test.ts.
+ * The PITR restore across the switch is test/integration/wal-archiver-restore-promotion.test.ts.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -3,7 +3,7 @@
  * SIGKILLed mid-load, every commit acknowledged to the client lies below the repository's durable
  * end (the LSN recorded inside each transaction precedes its commit record), the durable bytes are
  * the server's, and a restarted archiver releases the commit that was waiting.
- * (Restoring from the repository and counting rows needs the restore path: see the report.)
+ * Restoring from the repository only and counting rows: wal-archiver-sync-restore.test.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
