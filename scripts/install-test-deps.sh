@@ -19,6 +19,8 @@ command -v memcached >/dev/null 2>&1 || [ -x /usr/bin/memcached ] || missing+=(m
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The lz4 command-line tool is an independent oracle for pgark's lz4 frames (test/unit/compression.test.ts).
 command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
+# strace shows the fs driver's fsync/rename order (test/faults/fs-durability.test.ts).
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 
 is_root=0
 [ "$(id -u)" = 0 ] && is_root=1
