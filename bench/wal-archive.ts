@@ -7,8 +7,11 @@
  * For each case: a fresh slot, the receiver started (synchronous cases are named in
  * synchronous_standby_names), CHECKPOINT, `pgbench -c 4 -j 2 -T <seconds>`; meanwhile
  * pg_stat_replication is sampled every 200 ms (bytes between pg_current_wal_lsn() and the
- * receiver's flush_lsn, and flush_lag); after pgbench ends, the catch-up time until flush_lsn
- * reaches pg_current_wal_lsn(). Reports tps, lag max/median, catch-up, and ratios to the baseline.
+ * receiver's flush_lsn, and flush_lag); after pgbench ends, the catch-up time until the receiver's
+ * position reaches pg_current_wal_lsn(): flush_lsn for synchronous cases, write_lsn for
+ * asynchronous ones (plain pg_receivewal flushes only at segment ends, so its flush_lsn would not
+ * catch up until the next segment; pgark async flushes every flushIntervalMs). Reports tps, lag
+ * max/median, catch-up, and ratios to the baseline. docs/bench-wal.md summarises a run.
  *
  *   npx tsx bench/wal-archive.ts [--seconds 60] [--runs 1] [--scale 10] [--cases a,b,…]
  *
@@ -167,9 +170,10 @@ async function main(): Promise<void> {
       const tps = Number(/tps = ([0-9.]+)/.exec(bench.out)?.[1] ?? NaN);
       const end = Date.now();
       const [{ target }] = (await cluster.query<{ target: string }>('SELECT pg_current_wal_lsn()::text AS target')) as [{ target: string }];
+      const caughtUpBy = sync ? 'flush_lsn' : 'write_lsn';
       for (;;) {
         const rows = await cluster.query<{ ok: boolean }>(
-          `SELECT flush_lsn >= $2::pg_lsn AS ok FROM pg_stat_replication WHERE application_name = $1`,
+          `SELECT ${caughtUpBy} >= $2::pg_lsn AS ok FROM pg_stat_replication WHERE application_name = $1`,
           [receiver.appName, target],
         );
         if (rows[0]?.ok) break;
@@ -192,6 +196,7 @@ async function main(): Promise<void> {
         flushLagMsMax: Math.max(0, ...lagMs),
         flushLagMsMedian: median(lagMs),
         catchUpMs,
+        catchUpBy: caughtUpBy,
       };
       results.push(row);
       process.stdout.write(JSON.stringify(row) + '\n');
@@ -211,6 +216,7 @@ async function main(): Promise<void> {
       flushLagMsMax: med(name, 'flushLagMsMax'),
       flushLagMsMedian: med(name, 'flushLagMsMedian'),
       catchUpMs: med(name, 'catchUpMs'),
+      catchUpBy: name.endsWith('-sync') ? 'flush_lsn' : 'write_lsn',
       baseline: base,
       tpsCostVsBaseline: cases.includes(base) ? med(base, 'tps') / med(name, 'tps') : undefined,
       at: new Date().toISOString(),
