@@ -11,7 +11,7 @@ import {
   ListObjectsV2Command,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { ConfigError, StorageError, throwIfAborted } from '../errors';
+import { AbortError, ConfigError, StorageError, throwIfAborted } from '../errors';
 import type { ObserveOptions } from '../observe';
 import { createS3Client, type S3Credentials } from './s3-client';
 import { withContentMd5 } from './s3-content-md5';
@@ -225,7 +225,14 @@ export function createS3Storage(options: S3StorageOptions): Storage {
       if (body === undefined) return new PassThrough().end() as unknown as Readable;
       // Errors of the body (a reset mid-transfer) become StorageErrors too.
       const pass = new PassThrough();
-      body.on('error', (e) => pass.destroy(toStorageError(e, ctx('get', key))));
+      // An abort through the caller's signal mid-read is the caller's doing: AbortError, like every other call.
+      body.on('error', (e) =>
+        pass.destroy(
+          signal?.aborted
+            ? new AbortError(`get of ${key} aborted`, { cause: signal.reason })
+            : toStorageError(e, ctx('get', key)),
+        ),
+      );
       pass.on('close', () => {
         if (!body.destroyed) body.destroy();
       });
