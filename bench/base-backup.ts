@@ -3,17 +3,23 @@
  * data set, all cases in one run against their baselines:
  *
  *   A. pgark to a local directory  vs  pg_basebackup -Ft -X none -D <dir>   (throughput ratio, target >= 1.0)
+ *      Both make the result durable: pg_basebackup fsyncs by default (no --no-sync), pgark's fs
+ *      driver fsyncs every object before its rename.
  *   B. pgark to S3 (Swift s3api)   vs  the raw upload ceiling: the s3 driver's put of the same bytes
  *                                      (pg_basebackup's base.tar) read from a local file (target >= 0.9)
  *   C. peak RSS of the pgark process in A and B (VmHWM of a child `pgark backup`), to compare with
  *      100 MiB + part size x (queue + 1)
  *
- *   npx tsx bench/base-backup.ts [--size-mb 2048] [--runs 3] [--part-mib 16] [--queue 4]
+ *   npx tsx bench/base-backup.ts [--size-mb 2048] [--runs 3] [--part-mib 16] [--queue 4] [--no-s3]
  *
- * Each pgark run is a child process of the CLI (`pgark backup -X none`), so its peak RSS is its
- * own. Results (one JSON line per case with the medians): bench/results/base-backup.jsonl.
+ * Each pgark run is a child process of the CLI (`pgark backup -X none`) run as plain JavaScript
+ * (src/cli/main.ts bundled once by esbuild into a temporary file, the way `npm run build` ships it),
+ * so neither tsx's start-up and on-the-fly compilation nor its memory count, and its peak RSS is
+ * its own. Besides wall-clock throughput, the CPU seconds (user + system) of pgark and of
+ * pg_basebackup are recorded: on a shared, loaded machine they are the steadier figure.
+ * Results (one JSON line per run with the medians): bench/results/base-backup.jsonl.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, createReadStream, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -28,8 +34,8 @@ import { generateDataset } from '../test/harness/datagen';
 const MIB = 1024 * 1024;
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RESULTS = join(HERE, 'results', 'base-backup.jsonl');
-const CLI = join(HERE, '..', 'src', 'cli', 'main.ts');
-const TSX = join(HERE, '..', 'node_modules', '.bin', 'tsx');
+const CLI_SOURCE = join(HERE, '..', 'src', 'cli', 'main.ts');
+const ESBUILD = join(HERE, '..', 'node_modules', '.bin', 'esbuild');
 const PG_BASEBACKUP = '/usr/lib/postgresql/15/bin/pg_basebackup';
 
 function arg(name: string, fallback: string): string {
@@ -46,20 +52,51 @@ function dirBytes(dir: string): number {
   return n;
 }
 
-/** Runs a command; returns wall time and the peak RSS (GNU time %M, KiB) of the process. */
-function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ seconds: number; peakRssMiB: number; stdout: string }> {
+/** Bundles the CLI into one ESM file (dependencies stay in node_modules), like tsup does for dist/cli.js. */
+function bundleCli(outfile: string): void {
+  const r = spawnSync(
+    ESBUILD,
+    [
+      CLI_SOURCE,
+      '--bundle',
+      '--platform=node',
+      '--format=esm',
+      '--target=node20',
+      '--packages=external',
+      `--outfile=${outfile}`,
+      '--log-level=warning',
+    ],
+    { stdio: 'inherit' },
+  );
+  if (r.status !== 0) throw new Error('esbuild of the CLI failed');
+}
+
+/** Runs a command; returns wall time, CPU seconds and the peak RSS (GNU time %M, KiB) of the process. */
+function timed(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ seconds: number; cpuSeconds: number; peakRssMiB: number; stdout: string }> {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const child = spawn('/usr/bin/time', ['-f', 'PEAKRSS %M', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('/usr/bin/time', ['-f', 'PEAKRSS %M CPU %U %S', cmd, ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('exit', (code) => {
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      const m = /PEAKRSS (\d+)/.exec(err);
+      const m = /PEAKRSS (\d+) CPU ([\d.]+) ([\d.]+)/.exec(err);
       if (code !== 0) return reject(new Error(`${cmd} exited ${code}: ${err.slice(-2000)}`));
-      resolve({ seconds, peakRssMiB: m ? Number(m[1]) / 1024 : NaN, stdout: out });
+      resolve({
+        seconds,
+        cpuSeconds: m ? Number(m[2]) + Number(m[3]) : NaN,
+        peakRssMiB: m ? Number(m[1]) / 1024 : NaN,
+        stdout: out,
+      });
     });
   });
 }
@@ -69,87 +106,163 @@ async function main(): Promise<void> {
   const runs = Number(arg('runs', '3'));
   const partMib = Number(arg('part-mib', '16'));
   const queue = Number(arg('queue', '4'));
-  const s3 = await startS3Server();
+  const withS3 = !process.argv.includes('--no-s3');
+  const s3 = withS3 ? await startS3Server() : undefined;
   const cluster = await startCluster({ major: 15, flavor: 'debian' });
   const work = join(TEST_ROOT, `bench-bb-${process.pid}`);
   mkdirSync(work, { recursive: true });
+  // Inside the repository (its .tmp/ is git-ignored) so that the bundle's imports resolve to node_modules.
+  const cli = join(HERE, '..', '.tmp', 'bench', `pgark-cli-${process.pid}.mjs`);
+  bundleCli(cli);
+  if (spawnSync(process.execPath, [cli, '--help'], { stdio: 'ignore' }).status !== 0)
+    throw new Error(`the bundled CLI ${cli} does not start`);
+  const NODE = process.execPath;
   try {
     process.stderr.write(`generating ${sizeMb} MB …\n`);
     await generateDataset(cluster, { sizeMb });
     await cluster.query('CHECKPOINT');
-    const env = { ...process.env, PGPASSWORD: cluster.replicationUser.password, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
+    const env = {
+      ...process.env,
+      PGPASSWORD: cluster.replicationUser.password,
+      ...(s3 ? { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey } : {}),
+    };
     const conninfo = `host=127.0.0.1 port=${cluster.port} user=${cluster.replicationUser.user} sslmode=disable`;
-    const client = createS3Client({ endpoint: s3.endpoint, region: s3.region, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
-    const rows: Record<string, number[]> = { pgbb: [], pgarkFs: [], pgarkFsRss: [], pgarkS3: [], pgarkS3Rss: [], raw: [], bytes: [] };
+    const credentials = s3 ? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } : undefined;
+    const client = s3 ? createS3Client({ endpoint: s3.endpoint, region: s3.region, credentials }) : undefined;
+    const rows: Record<string, number[]> = {};
+    const add = (k: string, v: number): void => void (rows[k] ??= []).push(v);
+    const med = (k: string): number | undefined => (rows[k] ? median(rows[k]) : undefined);
     for (let i = 0; i < runs; i++) {
-      // A: baseline pg_basebackup -Ft -X none, then pgark to a directory.
+      // A: baseline pg_basebackup -Ft -X none (fsyncs), then pgark to a directory (fsyncs).
       const bbDir = join(work, `pgbb-${i}`);
-      const bb = await timed(PG_BASEBACKUP, ['-d', conninfo, '-D', bbDir, '-Ft', '-X', 'none', '-c', 'fast', '--no-sync'], env);
-      const bytes = dirBytes(bbDir);
-      rows.bytes!.push(bytes);
-      rows.pgbb!.push(bytes / MIB / bb.seconds);
-      const repo = join(work, `repo-${i}`);
-      const fsRun = await timed(TSX, [CLI, 'backup', '-d', conninfo, '--repo', repo, '-X', 'none', '--fast', '--json'], env);
-      rows.pgarkFs!.push(bytes / MIB / fsRun.seconds);
-      rows.pgarkFsRss!.push(fsRun.peakRssMiB);
-      rmSync(repo, { recursive: true, force: true });
-
-      // B: pgark to S3, then the raw ceiling: the same bytes (pg_basebackup's base.tar) through the driver's put.
-      const bucket = `bench-bb-${Date.now().toString(36)}-${i}`;
-      await client.send(new CreateBucketCommand({ Bucket: bucket }));
-      const s3Run = await timed(
-        TSX,
-        [CLI, 'backup', '-d', conninfo, '--repo', `s3://${bucket}/p`, '--s3-endpoint', s3.endpoint, '--s3-region', s3.region, '--s3-part-size', String(partMib), '-X', 'none', '--fast', '--json'],
+      const bb = await timed(
+        PG_BASEBACKUP,
+        ['-d', conninfo, '-D', bbDir, '-Ft', '-X', 'none', '-c', 'fast'],
         env,
       );
-      rows.pgarkS3!.push(bytes / MIB / s3Run.seconds);
-      rows.pgarkS3Rss!.push(s3Run.peakRssMiB);
-      const storage = createS3Storage({ bucket, prefix: 'raw', endpoint: s3.endpoint, region: s3.region, partSizeBytes: partMib * MIB, queueSize: queue, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
-      const t0 = process.hrtime.bigint();
-      for (const f of readdirSync(bbDir)) {
-        const p = join(bbDir, f);
-        await storage.put(f, createReadStream(p, { highWaterMark: MIB }), { contentLength: statSync(p).size });
+      const bytes = dirBytes(bbDir);
+      add('bytes', bytes);
+      add('pgbb', bytes / MIB / bb.seconds);
+      add('pgbbCpu', bb.cpuSeconds);
+      const repo = join(work, `repo-${i}`);
+      const fsRun = await timed(
+        NODE,
+        [cli, 'backup', '-d', conninfo, '--repo', repo, '-X', 'none', '--fast', '--json'],
+        env,
+      );
+      add('pgarkFs', bytes / MIB / fsRun.seconds);
+      add('pgarkFsCpu', fsRun.cpuSeconds);
+      add('pgarkFsRss', fsRun.peakRssMiB);
+      add('ratioFs', bb.seconds / fsRun.seconds);
+      rmSync(repo, { recursive: true, force: true });
+      process.stderr.write(
+        `run ${i}: pg_basebackup ${(bytes / MIB / bb.seconds).toFixed(1)} MiB/s (${bb.cpuSeconds.toFixed(1)} cpu s), pgark fs ${(bytes / MIB / fsRun.seconds).toFixed(1)} MiB/s (${fsRun.cpuSeconds.toFixed(1)} cpu s, ${fsRun.peakRssMiB.toFixed(0)} MiB)\n`,
+      );
+
+      if (s3 && client && credentials) {
+        // B: pgark to S3, then the raw ceiling: the same bytes (pg_basebackup's tar files) through the
+        // driver's put from a local file, with the same part size and queue.
+        const bucket = `bench-bb-${Date.now().toString(36)}-${i}`;
+        await client.send(new CreateBucketCommand({ Bucket: bucket }));
+        const s3Run = await timed(
+          NODE,
+          [
+            cli,
+            'backup',
+            '-d',
+            conninfo,
+            '--repo',
+            `s3://${bucket}/p`,
+            '--s3-endpoint',
+            s3.endpoint,
+            '--s3-region',
+            s3.region,
+            '--s3-part-size',
+            String(partMib),
+            '-X',
+            'none',
+            '--fast',
+            '--json',
+          ],
+          env,
+        );
+        add('pgarkS3', bytes / MIB / s3Run.seconds);
+        add('pgarkS3Cpu', s3Run.cpuSeconds);
+        add('pgarkS3Rss', s3Run.peakRssMiB);
+        const storage = createS3Storage({
+          bucket,
+          prefix: 'raw',
+          endpoint: s3.endpoint,
+          region: s3.region,
+          partSizeBytes: partMib * MIB,
+          queueSize: queue,
+          credentials,
+        });
+        const t0 = process.hrtime.bigint();
+        for (const f of readdirSync(bbDir)) {
+          const p = join(bbDir, f);
+          await storage.put(f, createReadStream(p, { highWaterMark: MIB }), {
+            contentLength: statSync(p).size,
+          });
+        }
+        const rawSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+        add('raw', bytes / MIB / rawSeconds);
+        add('ratioS3', rawSeconds / s3Run.seconds);
+        await storage.close();
+        process.stderr.write(
+          `run ${i}: pgark s3 ${(bytes / MIB / s3Run.seconds).toFixed(1)} MiB/s (${s3Run.peakRssMiB.toFixed(0)} MiB), raw ${(bytes / MIB / rawSeconds).toFixed(1)} MiB/s\n`,
+        );
       }
-      rows.raw!.push(bytes / MIB / (Number(process.hrtime.bigint() - t0) / 1e9));
-      await storage.close();
       rmSync(bbDir, { recursive: true, force: true });
     }
     const result = {
       bench: 'base-backup',
       at: new Date().toISOString(),
-      machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) },
+      machine: {
+        cpus: os.cpus().length,
+        model: os.cpus()[0]?.model,
+        memGiB: Math.round(os.totalmem() / 2 ** 30),
+        loadavg1: os.loadavg()[0],
+      },
       node: process.version,
       postgres: 'debian 15',
-      s3: 'swift s3api (local)',
+      s3: s3 ? 'swift s3api (local)' : undefined,
       sizeMb,
       runs,
-      bytes: median(rows.bytes!),
+      bytes: med('bytes'),
       partMib,
       queue,
-      pgBasebackupMiBps: median(rows.pgbb!),
-      pgarkFsMiBps: median(rows.pgarkFs!),
-      ratioFs: median(rows.pgarkFs!) / median(rows.pgbb!),
-      pgarkS3MiBps: median(rows.pgarkS3!),
-      rawS3MiBps: median(rows.raw!),
-      ratioS3: median(rows.pgarkS3!) / median(rows.raw!),
-      peakRssFsMiB: median(rows.pgarkFsRss!),
-      peakRssS3MiB: median(rows.pgarkS3Rss!),
+      pgarkRunAs: 'node (esbuild bundle of src/cli/main.ts)',
+      pgBasebackupMiBps: med('pgbb'),
+      pgBasebackupCpuSeconds: med('pgbbCpu'),
+      pgarkFsMiBps: med('pgarkFs'),
+      pgarkFsCpuSeconds: med('pgarkFsCpu'),
+      /** Median of the per-run ratios (each run's pgark and pg_basebackup ran back to back). */
+      ratioFs: med('ratioFs'),
+      pgarkS3MiBps: med('pgarkS3'),
+      pgarkS3CpuSeconds: med('pgarkS3Cpu'),
+      rawS3MiBps: med('raw'),
+      ratioS3: med('ratioS3'),
+      peakRssFsMiB: med('pgarkFsRss'),
+      peakRssS3MiB: med('pgarkS3Rss'),
+      maxPeakRssMiB: Math.max(...(rows.pgarkFsRss ?? []), ...(rows.pgarkS3Rss ?? [])),
       rssBudgetMiB: 100 + partMib * (queue + 1),
-      command: `npx tsx bench/base-backup.ts --size-mb ${sizeMb} --runs ${runs} --part-mib ${partMib} --queue ${queue}`,
+      perRun: rows,
+      command: `npx tsx bench/base-backup.ts --size-mb ${sizeMb} --runs ${runs} --part-mib ${partMib} --queue ${queue}${s3 ? '' : ' --no-s3'}`,
     };
     mkdirSync(dirname(RESULTS), { recursive: true });
     appendFileSync(RESULTS, JSON.stringify(result) + '\n');
     process.stdout.write(JSON.stringify(result, null, 2) + '\n');
-    client.destroy();
+    client?.destroy();
   } finally {
     await cluster.destroy();
-    await s3.stop();
+    await s3?.stop();
     rmSync(work, { recursive: true, force: true });
+    rmSync(cli, { force: true });
   }
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exitCode = 1;
 });
-
