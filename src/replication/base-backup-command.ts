@@ -57,11 +57,11 @@ export function quoteReplicationLiteral(text: string): string {
 
 /** Checks a backup label: non-empty, at most 1023 bytes, no NUL or control characters (it lands in backup_label). */
 export function assertBackupLabel(label: string): void {
-  // eslint-disable-next-line no-control-regex
   if (
     typeof label !== 'string' ||
     label.length === 0 ||
     Buffer.byteLength(label) > MAX_LABEL_BYTES ||
+    // eslint-disable-next-line no-control-regex
     /[\u0000-\u001f\u007f]/.test(label)
   ) {
     throw new ConfigError(

@@ -101,7 +101,7 @@ async function waitForPromotion(client: pg.Client, scratch: ScratchCluster, sign
   const until = Date.now() + timeoutMs;
   for (;;) {
     throwIfAborted(signal, 'table restore');
-    let inRecovery = true;
+    let inRecovery: boolean;
     try {
       inRecovery = (await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r;
     } catch (e) {

@@ -42,7 +42,10 @@ function summary(events: BaseBackupEvent[]): { archives: Record<string, string>;
   let inManifest = false;
   const s: ReturnType<typeof summary> = { archives, manifest: '' };
   for (const e of events) {
-    if (e.type === 'archive-start') (cur = e.name), (archives[e.name] = '');
+    if (e.type === 'archive-start') {
+      cur = e.name;
+      archives[e.name] = '';
+    }
     if (e.type === 'data') archives[cur!] += e.data.toString('latin1');
     if (e.type === 'manifest-start') inManifest = true;
     if (e.type === 'manifest-data' && inManifest) manifest += e.data.toString();
