@@ -63,6 +63,8 @@ function bundleCli(outfile: string): void {
       '--format=esm',
       '--target=node20',
       '--packages=external',
+      // A real `require` in the ESM bundle (for the library's lazy require of the AWS SDK).
+      "--banner:js=import { createRequire as __pgarkCreateRequire } from 'node:module'; const require = __pgarkCreateRequire(import.meta.url);",
       `--outfile=${outfile}`,
       '--log-level=warning',
     ],
