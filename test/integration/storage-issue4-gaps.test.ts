@@ -487,3 +487,45 @@ describe('s3 driver: the SDK default credential chain', () => {
     }
   });
 });
+
+describe('s3 driver: fault errors carry code, retryable, key and HTTP status', () => {
+  let b: TestBucket;
+  beforeAll(async () => {
+    b = await createTestBucket({ name: 'pgark-gaps-faults' });
+  });
+  afterAll(async () => {
+    await b?.cleanup();
+  });
+
+  it('wrong credentials and a missing bucket, on put (single and multipart) and get', async () => {
+    const cases: [string, Partial<S3StorageOptions>, string, number][] = [
+      [
+        'wrong credentials',
+        { credentials: { accessKeyId: 'test:tester', secretAccessKey: 'not-the-secret-8841' } },
+        'STORAGE_ACCESS_DENIED',
+        403,
+      ],
+      ['missing bucket', { bucket: `${b.bucket}-absent` }, 'STORAGE_BUCKET_NOT_FOUND', 404],
+    ];
+    for (const [label, extra, code, httpStatus] of cases) {
+      const s = createS3Storage({ ...b.storageOptions, partSizeBytes: 5 * MIB, maxAttempts: 1, ...extra });
+      try {
+        for (const [op, call] of [
+          ['put', () => s.put('f/small', Buffer.from('x'))],
+          ['put-multipart', () => s.put('f/big', countingBody(6 * MIB).stream)],
+          ['get', () => s.get('f/small')],
+        ] as const) {
+          const err = await rejection(call());
+          expect(err, `${label} ${op}`).toBeInstanceOf(StorageError);
+          expect(err, `${label} ${op}`).toMatchObject({ code, httpStatus, retryable: false });
+          expect((err as StorageError).key, `${label} ${op}`).toMatch(/^f\/(small|big)$/);
+          expect(inspect(err, { depth: 8 }) + JSON.stringify(err)).not.toContain('not-the-secret-8841');
+        }
+      } finally {
+        await s.close();
+      }
+    }
+    expect(await b.listKeys()).toEqual([]);
+    expect(await b.openUploads()).toBe(0);
+  });
+});
