@@ -11,6 +11,9 @@ export default defineConfig([
     clean: true,
     target: 'node20',
     platform: 'node',
+    // import.meta.url in the CJS build (and __dirname in the ESM one): modules locate package files
+    // (the CLI script, optional native codecs) relative to themselves.
+    shims: true,
   },
   {
     entry: { cli: 'src/cli/main.ts' },
