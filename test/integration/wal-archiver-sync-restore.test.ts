@@ -1,5 +1,5 @@
 /**
- * Synchronous mode, judged by a restore: the archiver (its own process) is the source's only
+ * Synchronous mode, judged by a restore (fs and S3 repositories): the archiver (its own process) is the source's only
  * synchronous standby. Clients commit one row per transaction and record every commit the server
  * acknowledged. The source is then stopped at once (immediate: no shutdown checkpoint, no more
  * WAL sent) and its data directory deleted; the archiver is SIGKILLed (its tail stays as chunk
@@ -10,24 +10,49 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { restoreBackup } from '../../src/index';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createS3Storage, restoreBackup } from '../../src/index';
 import { chownTree, resolveServerUser, stopServer } from '../../src/local-server';
 import { startCluster, type TestCluster } from '../harness/postgres';
 import { spawnArchiver } from '../harness/archiver-process';
-import { backup, bundleCli, makeRepo, restoredSlot, waitFor, waitPromoted, type TestRepo } from './restore-helpers';
+import { createTestBucket } from '../harness/s3';
+import { backup, bundleCli, makeRepo, restoredSlot, STANZA, waitFor, waitPromoted, type TestRepo } from './restore-helpers';
+
+/** The repository plus how the archiver child reaches it. */
+async function makeArchiverRepo(kind: 'fs' | 's3'): Promise<{ repo: TestRepo; childStorage: Record<string, unknown> }> {
+  if (kind === 'fs') {
+    const repo = await makeRepo('fs');
+    return { repo, childStorage: { fsRoot: repo.spec.repo } };
+  }
+  const bucket = await createTestBucket({ prefix: 'pg', name: 'walsync' });
+  const s3 = inject('s3');
+  const storage = createS3Storage(bucket.storageOptions);
+  const repo: TestRepo = {
+    kind,
+    storage,
+    spec: { repo: `s3://${bucket.bucket}/pg`, s3Endpoint: s3.endpoint },
+    cliArgs: ['--repo', `s3://${bucket.bucket}/pg`, '--s3-endpoint', s3.endpoint, '--stanza', STANZA],
+    env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region },
+    async cleanup() {
+      await storage.close();
+      await bucket.cleanup();
+    },
+  };
+  return { repo, childStorage: { s3: bucket.storageOptions } };
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe('synchronous archiver: every acknowledged commit survives the loss of the source (PG17, fs)', () => {
+describe.each(['fs', 's3'] as const)('synchronous archiver: every acknowledged commit survives the loss of the source (PG17, %s)', (kind) => {
   let cluster: TestCluster;
   let repo: TestRepo;
+  let childStorage: Record<string, unknown>;
   let cli: Awaited<ReturnType<typeof bundleCli>>;
   const slots: { destroy(): Promise<void> }[] = [];
 
   beforeAll(async () => {
     cli = await bundleCli('walsyncr');
-    repo = await makeRepo('fs');
+    ({ repo, childStorage } = await makeArchiverRepo(kind));
     cluster = await startCluster({ major: 17, settings: { wal_keep_size: '1GB' } });
   }, 120_000);
   afterAll(async () => {
@@ -41,7 +66,7 @@ describe('synchronous archiver: every acknowledged commit survives the loss of t
     const p = spawnArchiver({
       connection: { ...cluster.connectionConfig({ user: cluster.replicationUser }), ssl: 'disable' },
       slot: 'pgark_sync',
-      fsRoot: repo.spec.repo,
+      ...childStorage,
       synchronous: true,
     });
     await waitFor('the archiver to flush', async () => (p.flushedLsn() > 0n ? true : undefined));
@@ -94,9 +119,9 @@ describe('synchronous archiver: every acknowledged commit survives the loss of t
     expect(await p.exited).toBe('SIGKILL');
     await cluster.destroy(); // the source's data directory is gone
 
-    chownTree(repo.spec.repo, resolveServerUser()); // restore_command runs as the server user
+    if (kind === 'fs') chownTree(repo.spec.repo, resolveServerUser()); // restore_command runs as the server user
     const user = resolveServerUser();
-    const slot = restoredSlot(cluster.binaries, 'walsyncr');
+    const slot = restoredSlot(cluster.binaries, `walsyncr-${kind}`);
     slots.push(slot);
     const r = await restoreBackup({
       storage: repo.storage,
