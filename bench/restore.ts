@@ -12,7 +12,7 @@
  * Results (one JSON line with the medians): bench/results/restore.jsonl.
  */
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, mkdirSync, rmSync, createWriteStream } from 'node:fs';
+import { appendFileSync, chmodSync, mkdirSync, rmSync, createWriteStream } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -31,7 +31,8 @@ import { generateDataset } from '../test/harness/datagen';
 const MIB = 1024 * 1024;
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RESULTS = join(HERE, 'results', 'restore.jsonl');
-const ESBUILD = join(HERE, '..', 'node_modules', '.bin', 'esbuild');
+const REPO_ROOT = join(HERE, '..');
+const ESBUILD = join(REPO_ROOT, 'node_modules', '.bin', 'esbuild');
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -42,23 +43,36 @@ const sizeMb = Number(arg('size-mb', '2048'));
 const walMb = Number(arg('wal-mb', '512'));
 const runs = Number(arg('runs', '3'));
 const withS3 = !process.argv.includes('--no-s3');
+const started = performance.now();
+/** Progress on stderr: the bench runs for many minutes on a small machine. */
+const note = (what: string): void => void process.stderr.write(`[restore bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${what}\n`);
 
 async function main(): Promise<void> {
   const root = join(TEST_ROOT, `bench-restore-${process.pid}`);
   mkdirSync(root, { recursive: true });
   const user = resolveServerUser();
-  const cli = join(root, 'cli.mjs');
-  if (spawnSync(ESBUILD, [join(HERE, '..', 'src/cli/main.ts'), '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outfile=${cli}`, '--log-level=warning']).status !== 0) throw new Error('esbuild failed');
+  // The CLI bundle keeps its packages external, so it must live inside the repository to resolve
+  // node_modules (a bundle under /tmp cannot load commander: every archive-push failed and the WAL
+  // wait below never ended). The server user runs it: .tmp and the bundle must be readable.
+  const cliDir = join(REPO_ROOT, '.tmp', `bench-restore-cli-${process.pid}`);
+  mkdirSync(cliDir, { recursive: true });
+  chmodSync(join(REPO_ROOT, '.tmp'), 0o755);
+  chmodSync(cliDir, 0o755);
+  const cli = join(cliDir, 'cli.mjs');
+  if (spawnSync(ESBUILD, [join(REPO_ROOT, 'src/cli/main.ts'), '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outfile=${cli}`, '--log-level=warning']).status !== 0) throw new Error('esbuild failed');
+  chmodSync(cli, 0o644);
   const repoDir = join(root, 'repo');
   mkdirSync(repoDir);
   chownTree(root, user);
   const fsRepo = createFsStorage({ root: repoDir });
   const pushCmd = `${shellQuote(process.execPath)} ${shellQuote(cli)} archive-push %p --repo ${shellQuote(repoDir)}`;
   const source = await startCluster({ major: 15, settings: { archive_mode: 'on', archive_command: pushCmd } });
-  const out: Record<string, unknown> = { bench: 'restore', at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpu: os.cpus()[0]?.model, pg: 15, sizeMb, walMb, runs };
+  const out: Record<string, unknown> = { bench: 'restore', at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpu: os.cpus()[0]?.model, pg: 15, s3: withS3 ? 'OpenStack Swift 2.30 s3api (local)' : undefined, sizeMb, walMb, runs, loadAvgStart: os.loadavg().map((x) => Number(x.toFixed(1))) };
   const s3srv = withS3 ? await startS3Server() : undefined;
   try {
+    note(`generating ${sizeMb} MB`);
     await generateDataset(source, { sizeMb });
+    note('base backups');
     const conn = { host: source.host, port: source.port, user: source.replicationUser.user, password: source.replicationUser.password, ssl: 'disable' as const };
     const bb = await runBaseBackup({ connection: conn, storage: fsRepo, checkpoint: 'fast', wal: 'stream' });
     const dataBytes = bb.entry.sizes.dataBytes;
@@ -80,6 +94,7 @@ async function main(): Promise<void> {
       await runBaseBackup({ connection: conn, storage: s3Repo, checkpoint: 'fast', wal: 'stream' });
     }
     for (let i = 0; i < runs; i++) {
+      note(`restore run ${i + 1}/${runs}`);
       const t = join(root, 'tar-out');
       rmSync(t, { recursive: true, force: true });
       mkdirSync(t);
@@ -110,17 +125,26 @@ async function main(): Promise<void> {
     }
 
     // C. WAL replay with and without prefetch.
+    note(`generating ${walMb} MB of WAL writes`);
     await generateDataset(source, { sizeMb: walMb, seed: 2 });
     const w = (await source.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w'))[0]!.w;
+    note(`waiting for archive-push up to ${w}`);
     for (;;) {
-      const [s] = await source.query<{ last: string | null }>('SELECT last_archived_wal AS last FROM pg_stat_archiver');
+      const [s] = await source.query<{ last: string | null; failed: string }>('SELECT last_archived_wal AS last, failed_count::text AS failed FROM pg_stat_archiver');
       if (s?.last && s.last >= w) break;
+      // A failing archive_command would otherwise make this wait forever.
+      if (Number(s?.failed) > 0) throw new Error(`archive_command failed ${s?.failed} times (see the server log)`);
       await new Promise((r) => setTimeout(r, 500));
     }
     await source.stop();
-    for (const prefetch of [8, 0]) {
-      const times: number[] = [];
-      for (let i = 0; i < runs; i++) {
+    out.replayFrom = bb.entry.startLsn;
+    out.replayToWal = w;
+    const replayTimes: Record<number, number[]> = { 8: [], 0: [] };
+    for (let i = 0; i < runs; i++) {
+      // Interleaved, so that a change in the machine's load hits both alike.
+      for (const prefetch of [8, 0]) {
+        const times = replayTimes[prefetch]!;
+        note(`replay prefetch ${prefetch} run ${i + 1}/${runs}`);
         const dir = join(root, `replay-${prefetch}`);
         const dataDir = join(dir, 'data');
         mkdirSync(join(dir, 'sock'), { recursive: true });
@@ -137,13 +161,15 @@ async function main(): Promise<void> {
         await stopServer({ binaries: source.binaries, user, dataDir, mode: 'immediate' });
         rmSync(dir, { recursive: true, force: true });
       }
-      out[`replayMs_prefetch${prefetch}`] = median(times);
     }
+    for (const prefetch of [8, 0]) out[`replayMs_prefetch${prefetch}`] = median(replayTimes[prefetch]!);
     out.prefetchSpeedup = (out.replayMs_prefetch0 as number) / (out.replayMs_prefetch8 as number);
+    out.loadAvgEnd = os.loadavg().map((x) => Number(x.toFixed(1)));
   } finally {
     await source.destroy();
     await s3srv?.stop();
     rmSync(root, { recursive: true, force: true });
+    rmSync(cliDir, { recursive: true, force: true });
   }
   process.stdout.write(`${JSON.stringify(out)}\n`);
   mkdirSync(dirname(RESULTS), { recursive: true });

@@ -15,10 +15,17 @@
  */
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { extract as tarExtract } from 'tar-stream';
+import { createRequire } from 'node:module';
+import type * as TarStream from 'tar-stream';
 import { AbortError, IntegrityError, PgarkError } from '../errors';
 import type { BackupManifest, ManifestFile } from '../verify/manifest';
 import { createFileChecksummer } from '../verify/manifest';
+
+// tar-stream is required on first use, not when the library is imported (start-up cost of every
+// archive-push/archive-fetch process). ESM build: import.meta.url; the CJS build has `require` itself.
+const requireModule: NodeRequire =
+  typeof require === 'function' ? require : createRequire((import.meta as { url?: string }).url ?? __filename);
+const tarExtract = (): ReturnType<typeof TarStream.extract> => (requireModule('tar-stream') as typeof TarStream).extract();
 
 export type TarMemberType = 'file' | 'directory' | 'symlink' | 'link' | 'other';
 

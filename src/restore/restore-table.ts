@@ -13,8 +13,9 @@ import { mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { createRequire } from 'node:module';
+import type pg from 'pg';
+import type * as PgCopyStreams from 'pg-copy-streams';
 import { RestoreError, isPgarkError, throwIfAborted } from '../errors';
 import { chownTree, resolveServerUser } from '../local-server';
 import { noopLogger, type ObserveOptions } from '../observe';
@@ -24,6 +25,15 @@ import type { RecoveryOptions } from './recovery-config';
 import { restoreBackup, type ArchiveFetchSpec } from './restore-backup';
 import { binariesForMajor, startScratchCluster, type ScratchCluster } from './scratch-cluster';
 import { buildTableDdl, parseTableName, quoteIdent, readTableDefinition } from './table-definition';
+
+// pg and pg-copy-streams are required on first use, not when the library is imported: every
+// archive-push/archive-fetch process (one per WAL file) imports the library and never needs them.
+// ESM build: import.meta.url; the CJS build has `require` itself.
+const requireModule: NodeRequire =
+  typeof require === 'function' ? require : createRequire((import.meta as { url?: string }).url ?? __filename);
+const loadPg = (): typeof pg => requireModule('pg') as typeof pg;
+const copyTo = (text: string): ReturnType<typeof PgCopyStreams.to> => (requireModule('pg-copy-streams') as typeof PgCopyStreams).to(text);
+const copyFrom = (text: string): ReturnType<typeof PgCopyStreams.from> => (requireModule('pg-copy-streams') as typeof PgCopyStreams).from(text);
 
 export interface RestoreTableOptions extends ObserveOptions {
   storage: Storage;
@@ -79,7 +89,7 @@ export interface RestoreTableResult {
 async function connectScratch(scratch: ScratchCluster, database: string, users: string[]): Promise<pg.Client> {
   let last: unknown;
   for (const user of users) {
-    const c = new pg.Client({ host: scratch.socketDir, port: scratch.port, user, database });
+    const c = new (loadPg().Client)({ host: scratch.socketDir, port: scratch.port, user, database });
     c.on('error', () => undefined);
     try {
       await c.connect();
@@ -154,7 +164,7 @@ export async function restoreTable(options: RestoreTableOptions): Promise<Restor
   const user = resolveServerUser(options.serverUser ? { name: options.serverUser } : {});
 
   // The target first: a wrong conninfo should fail before minutes of restoring.
-  const target = new pg.Client(typeof options.target === 'string' ? { connectionString: options.target } : options.target);
+  const target = new (loadPg().Client)(typeof options.target === 'string' ? { connectionString: options.target } : options.target);
   target.on('error', () => undefined);
   await target.connect();
   let scratch: ScratchCluster | undefined;

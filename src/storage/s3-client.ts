@@ -7,7 +7,9 @@
  *   `storage.retry` event; the SDK client therefore makes exactly one attempt per call;
  * - DeleteObjects with a Content-MD5 header (s3-content-md5.ts), which Swift requires.
  */
-import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import type { S3ClientConfig } from '@aws-sdk/client-s3';
+// The SDK's client class, required on first use (start-up cost of every archive-push/fetch process: s3-sdk.ts).
+import { S3Client } from './s3-sdk';
 
 export interface S3Credentials {
   accessKeyId: string;

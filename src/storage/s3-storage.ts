@@ -4,13 +4,9 @@
  * s3-errors.ts, retries in s3-retry.ts. Depends only on errors/observe and the AWS SDK.
  */
 import { PassThrough, type Readable } from 'node:stream';
-import {
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+// The SDK's classes, required on first use (start-up cost of every archive-push/fetch process: s3-sdk.ts).
+import { DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from './s3-sdk';
 import { AbortError, ConfigError, StorageError, throwIfAborted } from '../errors';
 import type { ObserveOptions } from '../observe';
 import { createS3Client, type S3Credentials } from './s3-client';

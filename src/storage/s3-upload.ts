@@ -11,6 +11,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import type { CompletedPart, S3Client } from '@aws-sdk/client-s3';
+// The SDK's classes, required on first use (start-up cost of every archive-push/fetch process: s3-sdk.ts).
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -18,9 +20,7 @@ import {
   HeadObjectCommand,
   PutObjectCommand,
   UploadPartCommand,
-  type CompletedPart,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+} from './s3-sdk';
 import { AbortError, PgarkError, StorageError } from '../errors';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import { httpStatusOf, toStorageError, type S3ErrorContext } from './s3-errors';
