@@ -66,12 +66,18 @@ export interface WalTailPlan {
 export function planWalTail(input: WalTailPlanInput): WalTailPlan {
   let newest = 0;
   for (const o of input.objects) {
-    if (o.kind === 'wal-segment' || o.kind === 'wal-partial' || o.kind === 'wal-partial-chunk' || o.kind === 'wal-history') {
+    if (
+      o.kind === 'wal-segment' ||
+      o.kind === 'wal-partial' ||
+      o.kind === 'wal-partial-chunk' ||
+      o.kind === 'wal-history'
+    ) {
       newest = Math.max(newest, o.timeline);
     }
   }
   const want = input.recoveryTimeline ?? 'latest';
-  const follows = want === 'latest' || (want === 'current' ? input.backupTimeline === newest : want === newest);
+  const follows =
+    want === 'latest' || (want === 'current' ? input.backupTimeline === newest : want === newest);
   if (!follows) return { timeline: newest, segments: [], skipped: 'other-timeline' };
   let maxComplete = -1n;
   const complete = new Set<string>();
@@ -95,7 +101,9 @@ export function planWalTail(input: WalTailPlanInput): WalTailPlan {
     segments.push(name);
     prev = segno;
   }
-  return segments.length ? { timeline: newest, segments } : { timeline: newest, segments: [], skipped: 'no-partial' };
+  return segments.length
+    ? { timeline: newest, segments }
+    : { timeline: newest, segments: [], skipped: 'no-partial' };
 }
 
 export interface PlacedWalTail {
@@ -127,7 +135,11 @@ export async function placeWalTail(options: {
   const objects: WalTailPlanObject[] = [];
   for await (const o of stanza.listWal(options.signal ? { signal: options.signal } : {})) {
     const p = o.parsed;
-    objects.push({ kind: p.kind, timeline: 'timeline' in p ? p.timeline : 0, ...('walName' in p ? { walName: p.walName } : {}) });
+    objects.push({
+      kind: p.kind,
+      timeline: 'timeline' in p ? p.timeline : 0,
+      ...('walName' in p ? { walName: p.walName } : {}),
+    });
   }
   const plan = planWalTail({
     objects,
@@ -144,10 +156,14 @@ export async function placeWalTail(options: {
     if (bytes.length >= 40) {
       const sysid = readWalSysid(buf.subarray(0, 8192));
       if (sysid !== stanza.info.systemIdentifier) {
-        throw new IntegrityError('INTEGRITY_WAL_INVALID', `partial wal segment ${name} belongs to system ${sysid}, not the stanza's ${stanza.info.systemIdentifier}`, {
-          expected: stanza.info.systemIdentifier,
-          actual: sysid,
-        });
+        throw new IntegrityError(
+          'INTEGRITY_WAL_INVALID',
+          `partial wal segment ${name} belongs to system ${sysid}, not the stanza's ${stanza.info.systemIdentifier}`,
+          {
+            expected: stanza.info.systemIdentifier,
+            actual: sysid,
+          },
+        );
       }
     }
     const path = join(walDir, name);
@@ -157,7 +173,11 @@ export async function placeWalTail(options: {
       const theirs = await readFile(path);
       let end = theirs.length;
       while (end > 0 && theirs[end - 1] === 0) end--;
-      if (theirs.length !== segSize || end > bytes.length || !theirs.subarray(0, end).equals(buf.subarray(0, end))) {
+      if (
+        theirs.length !== segSize ||
+        end > bytes.length ||
+        !theirs.subarray(0, end).equals(buf.subarray(0, end))
+      ) {
         out.skipped = 'exists';
         break;
       }

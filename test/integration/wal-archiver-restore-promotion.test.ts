@@ -14,13 +14,32 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { restoreBackup, startWalArchiver, type BaseBackupResult, type RestoreBackupOptions } from '../../src/index';
+import {
+  restoreBackup,
+  startWalArchiver,
+  type BaseBackupResult,
+  type RestoreBackupOptions,
+} from '../../src/index';
 import { formatLsn, parseLsn } from '../../src/lsn';
-import { chownTree, promote, resolveServerUser, runAsUser, startServer, stopServer } from '../../src/local-server';
+import {
+  chownTree,
+  promote,
+  resolveServerUser,
+  runAsUser,
+  startServer,
+  stopServer,
+} from '../../src/local-server';
 import { defaultSettings, freePort, startCluster, TEST_ROOT, type TestCluster } from '../harness/postgres';
-import { backup, bundleCli, makeRepo, restoredSlot, waitFor, waitPromoted, type TestRepo } from './restore-helpers';
+import {
+  backup,
+  bundleCli,
+  makeRepo,
+  restoredSlot,
+  waitFor,
+  waitPromoted,
+  type TestRepo,
+} from './restore-helpers';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const PG_BASEBACKUP = '/usr/lib/postgresql/15/bin/pg_basebackup';
 
 describe('PITR across a promotion from the streaming archive (PG15, fs)', () => {
@@ -43,16 +62,35 @@ describe('PITR across a promotion from the streaming archive (PG15, fs)', () => 
     chownTree(standbyRoot, primary.serverUser);
     const r = await runAsUser(
       PG_BASEBACKUP,
-      ['-d', `host=127.0.0.1 port=${primary.port} user=${primary.replicationUser.user}`, '-D', standbyData, '-R', '-X', 'stream', '-c', 'fast'],
+      [
+        '-d',
+        `host=127.0.0.1 port=${primary.port} user=${primary.replicationUser.user}`,
+        '-D',
+        standbyData,
+        '-R',
+        '-X',
+        'stream',
+        '-c',
+        'fast',
+      ],
       primary.serverUser,
-      { env: { PGPASSWORD: primary.replicationUser.password, PATH: process.env.PATH ?? '' }, timeoutMs: 120_000 },
+      {
+        env: { PGPASSWORD: primary.replicationUser.password, PATH: process.env.PATH ?? '' },
+        timeoutMs: 120_000,
+      },
     );
     if (r.code !== 0) throw new Error(`pg_basebackup failed: ${r.stderr}`);
   }, 180_000);
 
   afterAll(async () => {
     for (const s of slots) await s.destroy().catch(() => undefined);
-    if (standbyData) await stopServer({ binaries: primary.binaries, user: primary.serverUser, dataDir: standbyData, mode: 'immediate' }).catch(() => undefined);
+    if (standbyData)
+      await stopServer({
+        binaries: primary.binaries,
+        user: primary.serverUser,
+        dataDir: standbyData,
+        mode: 'immediate',
+      }).catch(() => undefined);
     await primary?.destroy();
     await repo?.cleanup();
     cli?.cleanup();
@@ -70,24 +108,60 @@ describe('PITR across a promotion from the streaming archive (PG15, fs)', () => 
       logFile: standbyLog,
       settings: { ...defaultSettings(15), wal_keep_size: '1GB' },
     });
-    const repl = { user: primary.replicationUser.user, password: primary.replicationUser.password, ssl: 'disable' as const, host: '127.0.0.1' };
-    const archiver = startWalArchiver({ connection: { ...repl, port: standbyPort }, storage: repo.storage, stanza: 'main', slot: 'arch_standby', createSlot: true, flushIntervalMs: 300, statusIntervalMs: 300 });
-    await waitFor('the archiver to stream', async () => (archiver.stats().state === 'streaming' ? true : undefined));
+    const repl = {
+      user: primary.replicationUser.user,
+      password: primary.replicationUser.password,
+      ssl: 'disable' as const,
+      host: '127.0.0.1',
+    };
+    const archiver = startWalArchiver({
+      connection: { ...repl, port: standbyPort },
+      storage: repo.storage,
+      stanza: 'main',
+      slot: 'arch_standby',
+      createSlot: true,
+      flushIntervalMs: 300,
+      statusIntervalMs: 300,
+    });
+    await waitFor('the archiver to stream', async () =>
+      archiver.stats().state === 'streaming' ? true : undefined,
+    );
 
     // The backup is taken after the archiver started: the archive covers it from its start.
     await primary.query('CREATE TABLE before_backup AS SELECT g FROM generate_series(1, 1000) g');
     bb = await backup(primary, repo);
-    await primary.query('CREATE TABLE before_promotion AS SELECT g, repeat(md5(g::text), 10) v FROM generate_series(1, 30000) g');
-    const [{ lsn }] = (await primary.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')) as [{ lsn: string }];
-    await waitFor(`the standby archiver to reach ${lsn}`, async () => (archiver.stats().flushedLsn >= parseLsn(lsn) ? true : undefined));
+    await primary.query(
+      'CREATE TABLE before_promotion AS SELECT g, repeat(md5(g::text), 10) v FROM generate_series(1, 30000) g',
+    );
+    const [{ lsn }] = (await primary.query<{ lsn: string }>(
+      'SELECT pg_current_wal_flush_lsn()::text AS lsn',
+    )) as [{ lsn: string }];
+    await waitFor(`the standby archiver to reach ${lsn}`, async () =>
+      archiver.stats().flushedLsn >= parseLsn(lsn) ? true : undefined,
+    );
 
-    await promote({ binaries: primary.binaries, user: primary.serverUser, dataDir: standbyData, logFile: standbyLog });
-    const sb = new pg.Client({ host: '127.0.0.1', port: standbyPort, user: primary.superuser.user, password: primary.superuser.password, database: 'postgres' });
+    await promote({
+      binaries: primary.binaries,
+      user: primary.serverUser,
+      dataDir: standbyData,
+      logFile: standbyLog,
+    });
+    const sb = new pg.Client({
+      host: '127.0.0.1',
+      port: standbyPort,
+      user: primary.superuser.user,
+      password: primary.superuser.password,
+      database: 'postgres',
+    });
     await sb.connect();
-    await sb.query('CREATE TABLE after_promotion AS SELECT g, repeat(md5(g::text), 10) v FROM generate_series(1, 60000) g');
+    await sb.query(
+      'CREATE TABLE after_promotion AS SELECT g, repeat(md5(g::text), 10) v FROM generate_series(1, 60000) g',
+    );
     await sb.query('CREATE TABLE tail_row (id int)');
     await sb.query('INSERT INTO tail_row VALUES (42)');
-    const end = parseLsn((await sb.query<{ l: string }>('SELECT pg_current_wal_flush_lsn()::text AS l')).rows[0]!.l);
+    const end = parseLsn(
+      (await sb.query<{ l: string }>('SELECT pg_current_wal_flush_lsn()::text AS l')).rows[0]!.l,
+    );
     await sb.end();
     await waitFor(`the archiver to follow to timeline 2 / ${formatLsn(end)}`, async () =>
       archiver.stats().timeline === 2 && archiver.stats().flushedLsn >= end ? true : undefined,
@@ -95,7 +169,12 @@ describe('PITR across a promotion from the streaming archive (PG15, fs)', () => 
     await archiver.stop();
     expect((await archiver.done).timeline).toBe(2);
     // The standby is thrown away: only the repository is left.
-    await stopServer({ binaries: primary.binaries, user: primary.serverUser, dataDir: standbyData, mode: 'immediate' });
+    await stopServer({
+      binaries: primary.binaries,
+      user: primary.serverUser,
+      dataDir: standbyData,
+      mode: 'immediate',
+    });
     expect(await repo.storage.head('stanzas/main/wal/history/00000002.history')).toBeDefined();
     chownTree(repo.spec.repo, resolveServerUser()); // restore_command runs as the server user
 
@@ -125,10 +204,19 @@ describe('PITR across a promotion from the streaming archive (PG15, fs)', () => 
       await slot.start(repo.env);
       const c = await slot.client();
       await waitPromoted(c);
-      const counts = (await c.query<{ a: number; b: number; t: number }>('SELECT (SELECT count(*) FROM before_promotion)::int AS b, (SELECT count(*) FROM after_promotion)::int AS a, (SELECT count(*) FROM tail_row)::int AS t')).rows[0]!;
+      const counts = (
+        await c.query<{ a: number; b: number; t: number }>(
+          'SELECT (SELECT count(*) FROM before_promotion)::int AS b, (SELECT count(*) FROM after_promotion)::int AS a, (SELECT count(*) FROM tail_row)::int AS t',
+        )
+      ).rows[0]!;
       expect(counts).toEqual({ a: 60000, b: 30000, t: 1 });
       // Recovery ended on timeline 2, so the promoted server is on a later one.
-      const tli = parseInt((await c.query<{ w: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS w')).rows[0]!.w.substring(0, 8), 16);
+      const tli = parseInt(
+        (
+          await c.query<{ w: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS w')
+        ).rows[0]!.w.substring(0, 8),
+        16,
+      );
       expect(tli).toBeGreaterThan(bb.entry.endTimeline);
       expect(tli).toBeGreaterThanOrEqual(3);
       await slot.destroy();
@@ -141,8 +229,12 @@ describe('PITR across a promotion from the streaming archive (PG15, fs)', () => 
       await slot.start(repo.env);
       const c = await slot.client();
       await waitPromoted(c);
-      const t = (await c.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_class WHERE relname = 'tail_row'")).rows[0]!.n;
-      const rows = t ? (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM tail_row')).rows[0]!.n : 0;
+      const t = (
+        await c.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_class WHERE relname = 'tail_row'")
+      ).rows[0]!.n;
+      const rows = t
+        ? (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM tail_row')).rows[0]!.n
+        : 0;
       expect(rows).toBe(0);
       await slot.destroy();
     }

@@ -37,7 +37,15 @@ describe('wal segment writer: background upload of complete segments (sync mode)
       return r;
     };
     const flushes: bigint[] = [];
-    const w = new WalSegmentWriter({ storage, stanza: 'main', segmentSize: SEG, synchronous: true, flushIntervalMs: 1000, maxPendingSegments: 2, onFlushed: (l) => flushes.push(l) });
+    const w = new WalSegmentWriter({
+      storage,
+      stanza: 'main',
+      segmentSize: SEG,
+      synchronous: true,
+      flushIntervalMs: 1000,
+      maxPendingSegments: 2,
+      onFlushed: (l) => flushes.push(l),
+    });
     const start = BigInt(SEG) * 16n;
     await w.begin(1, start);
     const data = randomBytes(SEG * 4);
@@ -57,7 +65,9 @@ describe('wal segment writer: background upload of complete segments (sync mode)
       await sleep(20);
     }
     let wrote = false;
-    const blocked = w.write(start + BigInt(2 * SEG), data.subarray(2 * SEG, 2 * SEG + 10)).then(() => (wrote = true));
+    const blocked = w
+      .write(start + BigInt(2 * SEG), data.subarray(2 * SEG, 2 * SEG + 10))
+      .then(() => (wrote = true));
     await sleep(300);
     expect(wrote).toBe(false);
     // Never more than durable: every reported position is covered by durable chunks.
