@@ -47,11 +47,10 @@ export function compressionFromFileName(fileName: string): CompressionName {
 // ---------------------------------------------------------------------------------------------
 // Optional native modules, loaded on first use.
 
-// ESM build: import.meta.url; the CJS build has `require` itself.
-const requireModule: NodeRequire =
-  typeof require === 'function'
-    ? require
-    : createRequire((import.meta as { url?: string }).url ?? __filename);
+// ESM build: import.meta.url; the CJS build: __filename.
+// Not `typeof require`: an ESM bundle (esbuild, tsup) turns `require` into a shim that throws
+// "Dynamic require ... is not supported"; createRequire works in both builds.
+const requireModule: NodeRequire = createRequire((import.meta as { url?: string }).url ?? __filename);
 
 interface ZstdNapi {
   CompressStream: new (p?: { compressionLevel?: number }) => Transform;

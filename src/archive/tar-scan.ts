@@ -22,9 +22,10 @@ import type { BackupManifest, ManifestFile } from '../verify/manifest';
 import { createFileChecksummer } from '../verify/manifest';
 
 // tar-stream is required on first use, not when the library is imported (start-up cost of every
-// archive-push/archive-fetch process). ESM build: import.meta.url; the CJS build has `require` itself.
-const requireModule: NodeRequire =
-  typeof require === 'function' ? require : createRequire((import.meta as { url?: string }).url ?? __filename);
+// archive-push/archive-fetch process). ESM build: import.meta.url; the CJS build: __filename.
+// Not `typeof require`: an ESM bundle (esbuild, tsup) turns `require` into a shim that throws
+// "Dynamic require ... is not supported"; createRequire works in both builds.
+const requireModule: NodeRequire = createRequire((import.meta as { url?: string }).url ?? __filename);
 const tarExtract = (): ReturnType<typeof TarStream.extract> => (requireModule('tar-stream') as typeof TarStream).extract();
 
 export type TarMemberType = 'file' | 'directory' | 'symlink' | 'link' | 'other';

@@ -28,9 +28,10 @@ import { buildTableDdl, parseTableName, quoteIdent, readTableDefinition } from '
 
 // pg and pg-copy-streams are required on first use, not when the library is imported: every
 // archive-push/archive-fetch process (one per WAL file) imports the library and never needs them.
-// ESM build: import.meta.url; the CJS build has `require` itself.
-const requireModule: NodeRequire =
-  typeof require === 'function' ? require : createRequire((import.meta as { url?: string }).url ?? __filename);
+// ESM build: import.meta.url; the CJS build: __filename.
+// Not `typeof require`: an ESM bundle (esbuild, tsup) turns `require` into a shim that throws
+// "Dynamic require ... is not supported"; createRequire works in both builds.
+const requireModule: NodeRequire = createRequire((import.meta as { url?: string }).url ?? __filename);
 const loadPg = (): typeof pg => requireModule('pg') as typeof pg;
 const copyTo = (text: string): ReturnType<typeof PgCopyStreams.to> => (requireModule('pg-copy-streams') as typeof PgCopyStreams).to(text);
 const copyFrom = (text: string): ReturnType<typeof PgCopyStreams.from> => (requireModule('pg-copy-streams') as typeof PgCopyStreams).from(text);

@@ -16,9 +16,10 @@ import { createRequire } from 'node:module';
 
 type S3Sdk = typeof import('@aws-sdk/client-s3');
 
-// ESM build: import.meta.url; the CJS build has `require` itself.
-const requireModule: NodeRequire =
-  typeof require === 'function' ? require : createRequire((import.meta as { url?: string }).url ?? __filename);
+// ESM build: import.meta.url; the CJS build: __filename.
+// Not `typeof require`: an ESM bundle (esbuild, tsup) turns `require` into a shim that throws
+// "Dynamic require ... is not supported"; createRequire works in both builds.
+const requireModule: NodeRequire = createRequire((import.meta as { url?: string }).url ?? __filename);
 
 let sdk: S3Sdk | undefined;
 
