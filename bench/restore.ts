@@ -7,7 +7,7 @@
  *   C. WAL replay through restore_command (`pgark archive-fetch`) with prefetch 8 vs prefetch 0:
  *      time from server start to the end of recovery for the same archived WAL (--wal-mb of writes).
  *
- *   npx tsx bench/restore.ts [--size-mb 2048] [--wal-mb 512] [--runs 3] [--no-s3]
+ *   npx tsx bench/restore.ts [--size-mb 2048] [--wal-mb 512] [--runs 3] [--no-s3] [--no-replay]
  *
  * Results (one JSON line with the medians): bench/results/restore.jsonl.
  */
@@ -43,9 +43,13 @@ const sizeMb = Number(arg('size-mb', '2048'));
 const walMb = Number(arg('wal-mb', '512'));
 const runs = Number(arg('runs', '3'));
 const withS3 = !process.argv.includes('--no-s3');
+const withReplay = !process.argv.includes('--no-replay');
 const started = performance.now();
 /** Progress on stderr: the bench runs for many minutes on a small machine. */
-const note = (what: string): void => void process.stderr.write(`[restore bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${what}\n`);
+const note = (what: string): void =>
+  void process.stderr.write(
+    `[restore bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${what}\n`,
+  );
 
 async function main(): Promise<void> {
   const root = join(TEST_ROOT, `bench-restore-${process.pid}`);
@@ -59,21 +63,54 @@ async function main(): Promise<void> {
   chmodSync(join(REPO_ROOT, '.tmp'), 0o755);
   chmodSync(cliDir, 0o755);
   const cli = join(cliDir, 'cli.mjs');
-  if (spawnSync(ESBUILD, [join(REPO_ROOT, 'src/cli/main.ts'), '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', `--outfile=${cli}`, '--log-level=warning']).status !== 0) throw new Error('esbuild failed');
+  if (
+    spawnSync(ESBUILD, [
+      join(REPO_ROOT, 'src/cli/main.ts'),
+      '--bundle',
+      '--platform=node',
+      '--format=esm',
+      '--target=node20',
+      '--packages=external',
+      `--outfile=${cli}`,
+      '--log-level=warning',
+    ]).status !== 0
+  )
+    throw new Error('esbuild failed');
   chmodSync(cli, 0o644);
   const repoDir = join(root, 'repo');
   mkdirSync(repoDir);
   chownTree(root, user);
   const fsRepo = createFsStorage({ root: repoDir });
   const pushCmd = `${shellQuote(process.execPath)} ${shellQuote(cli)} archive-push %p --repo ${shellQuote(repoDir)}`;
-  const source = await startCluster({ major: 15, settings: { archive_mode: 'on', archive_command: pushCmd } });
-  const out: Record<string, unknown> = { bench: 'restore', at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpu: os.cpus()[0]?.model, pg: 15, s3: withS3 ? 'OpenStack Swift 2.30 s3api (local)' : undefined, sizeMb, walMb, runs, loadAvgStart: os.loadavg().map((x) => Number(x.toFixed(1))) };
+  const source = await startCluster({
+    major: 15,
+    settings: { archive_mode: 'on', archive_command: pushCmd },
+  });
+  const out: Record<string, unknown> = {
+    bench: 'restore',
+    at: new Date().toISOString(),
+    node: process.version,
+    cpus: os.cpus().length,
+    cpu: os.cpus()[0]?.model,
+    pg: 15,
+    s3: withS3 ? 'OpenStack Swift 2.30 s3api (local)' : undefined,
+    sizeMb,
+    walMb,
+    runs,
+    loadAvgStart: os.loadavg().map((x) => Number(x.toFixed(1))),
+  };
   const s3srv = withS3 ? await startS3Server() : undefined;
   try {
     note(`generating ${sizeMb} MB`);
     await generateDataset(source, { sizeMb });
     note('base backups');
-    const conn = { host: source.host, port: source.port, user: source.replicationUser.user, password: source.replicationUser.password, ssl: 'disable' as const };
+    const conn = {
+      host: source.host,
+      port: source.port,
+      user: source.replicationUser.user,
+      password: source.replicationUser.password,
+      ssl: 'disable' as const,
+    };
     const bb = await runBaseBackup({ connection: conn, storage: fsRepo, checkpoint: 'fast', wal: 'stream' });
     const dataBytes = bb.entry.sizes.dataBytes;
     out.backupBytes = bb.entry.sizes.storedBytes;
@@ -81,16 +118,27 @@ async function main(): Promise<void> {
     // Baseline tars on local disk (copies of the repository's objects).
     const tarDir = join(root, 'tars');
     mkdirSync(tarDir);
-    for (const o of bb.entry.objects.filter((x) => x.kind === 'archive')) await pipeline(await fsRepo.get(o.key), createWriteStream(join(tarDir, o.name)));
+    for (const o of bb.entry.objects.filter((x) => x.kind === 'archive'))
+      await pipeline(await fsRepo.get(o.key), createWriteStream(join(tarDir, o.name)));
     const tarTimes: number[] = [];
     const fsTimes: number[] = [];
     const s3Times: number[] = [];
     let s3Repo: Storage | undefined;
     if (s3srv) {
-      const client = createS3Client({ endpoint: s3srv.endpoint, region: s3srv.region, credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey } });
+      const client = createS3Client({
+        endpoint: s3srv.endpoint,
+        region: s3srv.region,
+        credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey },
+      });
       await client.send(new CreateBucketCommand({ Bucket: 'bench-restore' }));
       client.destroy();
-      s3Repo = createS3Storage({ bucket: 'bench-restore', endpoint: s3srv.endpoint, region: s3srv.region, forcePathStyle: true, credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey } });
+      s3Repo = createS3Storage({
+        bucket: 'bench-restore',
+        endpoint: s3srv.endpoint,
+        region: s3srv.region,
+        forcePathStyle: true,
+        credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey },
+      });
       await runBaseBackup({ connection: conn, storage: s3Repo, checkpoint: 'fast', wal: 'stream' });
     }
     for (let i = 0; i < runs; i++) {
@@ -107,7 +155,10 @@ async function main(): Promise<void> {
       spawnSync('sync', ['-f', t]);
       tarTimes.push(performance.now() - t0);
       rmSync(t, { recursive: true, force: true });
-      for (const [storage, times] of [[fsRepo, fsTimes], ...(s3Repo ? [[s3Repo, s3Times]] : [])] as [Storage, number[]][]) {
+      for (const [storage, times] of [[fsRepo, fsTimes], ...(s3Repo ? [[s3Repo, s3Times]] : [])] as [
+        Storage,
+        number[],
+      ][]) {
         t0 = performance.now();
         await restoreBackup({ storage, targetDir: t, tablespaceRoot: join(root, 'ts-out'), clean: true });
         times.push(performance.now() - t0);
@@ -116,6 +167,10 @@ async function main(): Promise<void> {
       }
     }
     const mbps = (ms: number): number => dataBytes / MIB / (ms / 1000);
+    out.dataBytes = dataBytes;
+    out.tarMs = tarTimes;
+    out.fsMs = fsTimes;
+    out.s3Ms = s3Times;
     out.tarMBps = mbps(median(tarTimes));
     out.fsMBps = mbps(median(fsTimes));
     out.fsRatio = median(tarTimes) / median(fsTimes);
@@ -125,15 +180,31 @@ async function main(): Promise<void> {
     }
 
     // C. WAL replay with and without prefetch.
+    if (withReplay) await replayBench(bb);
+    out.loadAvgEnd = os.loadavg().map((x) => Number(x.toFixed(1)));
+  } finally {
+    await source.destroy();
+    await s3srv?.stop();
+    rmSync(root, { recursive: true, force: true });
+    rmSync(cliDir, { recursive: true, force: true });
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  appendFileSync(RESULTS, `${JSON.stringify(out)}\n`);
+
+  async function replayBench(bb: { backupId: string; entry: { startLsn: string } }): Promise<void> {
     note(`generating ${walMb} MB of WAL writes`);
     await generateDataset(source, { sizeMb: walMb, seed: 2 });
     const w = (await source.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w'))[0]!.w;
     note(`waiting for archive-push up to ${w}`);
     for (;;) {
-      const [s] = await source.query<{ last: string | null; failed: string }>('SELECT last_archived_wal AS last, failed_count::text AS failed FROM pg_stat_archiver');
+      const [s] = await source.query<{ last: string | null; failed: string }>(
+        'SELECT last_archived_wal AS last, failed_count::text AS failed FROM pg_stat_archiver',
+      );
       if (s?.last && s.last >= w) break;
       // A failing archive_command would otherwise make this wait forever.
-      if (Number(s?.failed) > 0) throw new Error(`archive_command failed ${s?.failed} times (see the server log)`);
+      if (Number(s?.failed) > 0)
+        throw new Error(`archive_command failed ${s?.failed} times (see the server log)`);
       await new Promise((r) => setTimeout(r, 500));
     }
     await source.stop();
@@ -149,31 +220,39 @@ async function main(): Promise<void> {
         const dataDir = join(dir, 'data');
         mkdirSync(join(dir, 'sock'), { recursive: true });
         chownTree(dir, user);
-        await restoreBackup({ storage: fsRepo, targetDir: dataDir, tablespaceRoot: join(dir, 'ts'), backupId: bb.backupId, archive: { repo: repoDir, cliPath: cli, prefetch }, owner: { uid: user.uid, gid: user.gid } });
+        await restoreBackup({
+          storage: fsRepo,
+          targetDir: dataDir,
+          tablespaceRoot: join(dir, 'ts'),
+          backupId: bb.backupId,
+          archive: { repo: repoDir, cliPath: cli, prefetch },
+          owner: { uid: user.uid, gid: user.gid },
+        });
         const port = await freePort();
         const t0 = performance.now();
-        await startServer({ binaries: source.binaries, user, dataDir, port, socketDir: join(dir, 'sock'), logFile: join(dir, 'log'), timeoutMs: 3_600_000 });
+        await startServer({
+          binaries: source.binaries,
+          user,
+          dataDir,
+          port,
+          socketDir: join(dir, 'sock'),
+          logFile: join(dir, 'log'),
+          timeoutMs: 3_600_000,
+        });
         const c = new pg.Client({ host: join(dir, 'sock'), port, user: 'postgres', database: 'postgres' });
         await c.connect();
-        while ((await c.query('SELECT pg_is_in_recovery() AS r')).rows[0].r) await new Promise((r) => setTimeout(r, 100));
+        while ((await c.query('SELECT pg_is_in_recovery() AS r')).rows[0].r)
+          await new Promise((r) => setTimeout(r, 100));
         times.push(performance.now() - t0);
         await c.end();
         await stopServer({ binaries: source.binaries, user, dataDir, mode: 'immediate' });
         rmSync(dir, { recursive: true, force: true });
       }
     }
+    out.replayMs = replayTimes;
     for (const prefetch of [8, 0]) out[`replayMs_prefetch${prefetch}`] = median(replayTimes[prefetch]!);
     out.prefetchSpeedup = (out.replayMs_prefetch0 as number) / (out.replayMs_prefetch8 as number);
-    out.loadAvgEnd = os.loadavg().map((x) => Number(x.toFixed(1)));
-  } finally {
-    await source.destroy();
-    await s3srv?.stop();
-    rmSync(root, { recursive: true, force: true });
-    rmSync(cliDir, { recursive: true, force: true });
   }
-  process.stdout.write(`${JSON.stringify(out)}\n`);
-  mkdirSync(dirname(RESULTS), { recursive: true });
-  appendFileSync(RESULTS, `${JSON.stringify(out)}\n`);
 }
 
 main().catch((e: unknown) => {

@@ -39,6 +39,7 @@ import {
 } from './recovery-config';
 import { planRestore, type PlannerSegment, type RestorePlan } from './recovery-target';
 import { scanTar } from '../archive/tar-scan';
+import { syncTree } from './sync-tree';
 import { compressionFromFileName, createDecompressStream } from '../archive/compression';
 import { isWalFileName, parseWalFileName } from '../lsn';
 import { placeWalTail, type PlacedWalTail } from '../archive/wal-tail'; // [wal tail, helper-11]
@@ -224,7 +225,8 @@ function safeJoin(root: string, name: string): string {
   return p;
 }
 
-async function writeFileStream(path: string, body: AsyncIterable<Buffer> | Buffer): Promise<number> {
+/** `sync: false` leaves the fsync to the final syncTree pass (archive members: see ./sync-tree). */
+async function writeFileStream(path: string, body: AsyncIterable<Buffer> | Buffer, sync = true): Promise<number> {
   const fh = await open(path, 'wx', FILE_MODE);
   let n = 0;
   try {
@@ -237,7 +239,7 @@ async function writeFileStream(path: string, body: AsyncIterable<Buffer> | Buffe
         n += chunk.length;
       }
     }
-    await fh.sync();
+    if (sync) await fh.sync();
   } finally {
     await fh.close();
   }
@@ -268,6 +270,7 @@ async function readVerified(storage: Storage, obj: CatalogObject, signal: AbortS
 /**
  * Extracts one (maybe compressed) tar object into `root`. Returns the names of the members written.
  * `onSymlink` decides about symlink members (pg_tblspc/<oid> when no tablespace_map was requested).
+ * Files are not fsynced here: the caller makes the tree durable with syncTree (./sync-tree) before relying on it.
  */
 export async function extractArchive(
   storage: Storage,
@@ -292,7 +295,8 @@ export async function extractArchive(
         break;
       case 'file':
         await mkdir(dirname(path), { recursive: true, mode: DIR_MODE });
-        await writeFileStream(path, m.body as AsyncIterable<Buffer>);
+        // fsynced by restoreBackup's syncTree pass before the restore counts as complete.
+        await writeFileStream(path, m.body as AsyncIterable<Buffer>, false);
         files++;
         break;
       case 'symlink': {
@@ -595,7 +599,10 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
       await chownRecursive(targetDir, options.owner);
       for (const t of tablespaces) await chownRecursive(t.location, options.owner);
     }
-    // Last: the directory is complete.
+    // Every file and directory durable (archive members were written without a per-file fsync),
+    // then last: the directory is complete.
+    await syncTree(targetDir);
+    for (const t of tablespaces) await syncTree(t.location);
     await rm(marker);
     const dirHandle = await open(targetDir, 'r');
     await dirHandle.sync().finally(() => dirHandle.close());
