@@ -2,7 +2,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.tmp/**', 'test/fixtures/**', '*.config.ts', 'eslint.config.js'] },
+  {
+    ignores: ['dist/**', 'node_modules/**', '.tmp/**', 'test/fixtures/**', '*.config.ts', 'eslint.config.js'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -39,18 +39,31 @@ function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
 }
-const median = (xs: number[]): number => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : 0);
+const median = (xs: number[]): number =>
+  xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type CaseName = 'receivewal' | 'receivewal-sync' | 'pgark-dir' | 'pgark-dir-sync' | 'pgark-s3' | 'pgark-s3-sync';
-const ALL: CaseName[] = ['receivewal', 'receivewal-sync', 'pgark-dir', 'pgark-dir-sync', 'pgark-s3', 'pgark-s3-sync'];
+type CaseName =
+  'receivewal' | 'receivewal-sync' | 'pgark-dir' | 'pgark-dir-sync' | 'pgark-s3' | 'pgark-s3-sync';
+const ALL: CaseName[] = [
+  'receivewal',
+  'receivewal-sync',
+  'pgark-dir',
+  'pgark-dir-sync',
+  'pgark-s3',
+  'pgark-s3-sync',
+];
 
 interface Receiver {
   appName: string;
   stop(): Promise<void>;
 }
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
+function run(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; out: string }> {
   return new Promise((res) => {
     const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -67,7 +80,11 @@ async function main(): Promise<void> {
   const cases = arg('cases', ALL.join(',')).split(',') as CaseName[];
   mkdirSync(dirname(RESULTS), { recursive: true });
 
-  const cluster: TestCluster = await startCluster({ major: 15, flavor: 'debian', settings: { max_wal_size: '1GB' } });
+  const cluster: TestCluster = await startCluster({
+    major: 15,
+    flavor: 'debian',
+    settings: { max_wal_size: '1GB' },
+  });
   const needS3 = cases.some((c) => c.startsWith('pgark-s3'));
   let s3: S3Server | undefined;
   if (needS3) s3 = await startS3Server();
@@ -95,7 +112,19 @@ async function main(): Promise<void> {
       let receiver: Receiver;
       let storage: Storage | undefined;
       if (name.startsWith('receivewal')) {
-        const args = ['-h', '127.0.0.1', '-p', String(cluster.port), '-U', cluster.superuser.user, '-D', dir, '-S', slot, '--no-loop'];
+        const args = [
+          '-h',
+          '127.0.0.1',
+          '-p',
+          String(cluster.port),
+          '-U',
+          cluster.superuser.user,
+          '-D',
+          dir,
+          '-S',
+          slot,
+          '--no-loop',
+        ];
         if (sync) args.push('--synchronous');
         const child: ChildProcess = spawn(join(BIN, 'pg_receivewal'), args, { env, stdio: 'ignore' });
         receiver = {
@@ -108,7 +137,11 @@ async function main(): Promise<void> {
       } else {
         if (name.startsWith('pgark-s3')) {
           const bucket = `walbench-${Date.now().toString(36)}-${r}`;
-          const client = createS3Client({ endpoint: s3!.endpoint, region: s3!.region, credentials: { accessKeyId: s3!.accessKeyId, secretAccessKey: s3!.secretAccessKey } });
+          const client = createS3Client({
+            endpoint: s3!.endpoint,
+            region: s3!.region,
+            credentials: { accessKeyId: s3!.accessKeyId, secretAccessKey: s3!.secretAccessKey },
+          });
           await client.send(new CreateBucketCommand({ Bucket: bucket }));
           client.destroy();
           storage = createS3Storage({
@@ -137,12 +170,17 @@ async function main(): Promise<void> {
       }
       // Wait until the receiver streams.
       for (let i = 0; ; i++) {
-        const rows = await cluster.query(`SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'`, [receiver.appName]);
+        const rows = await cluster.query(
+          `SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'`,
+          [receiver.appName],
+        );
         if (rows.length) break;
         if (i > 300) throw new Error(`${name}: receiver never streamed`);
         await sleep(100);
       }
-      await cluster.query(`ALTER SYSTEM SET synchronous_standby_names = '${sync ? `"${receiver.appName}"` : ''}'`);
+      await cluster.query(
+        `ALTER SYSTEM SET synchronous_standby_names = '${sync ? `"${receiver.appName}"` : ''}'`,
+      );
       await cluster.query('SELECT pg_reload_conf()');
       await sleep(500);
       await cluster.query('CHECKPOINT');
@@ -164,12 +202,18 @@ async function main(): Promise<void> {
           await sleep(200);
         }
       })();
-      const bench = await run(join(BIN, 'pgbench'), [...conn, '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'], env);
+      const bench = await run(
+        join(BIN, 'pgbench'),
+        [...conn, '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'],
+        env,
+      );
       sampling = false;
       await sampler;
       const tps = Number(/tps = ([0-9.]+)/.exec(bench.out)?.[1] ?? NaN);
       const end = Date.now();
-      const [{ target }] = (await cluster.query<{ target: string }>('SELECT pg_current_wal_lsn()::text AS target')) as [{ target: string }];
+      const [{ target }] = (await cluster.query<{ target: string }>(
+        'SELECT pg_current_wal_lsn()::text AS target',
+      )) as [{ target: string }];
       const caughtUpBy = sync ? 'flush_lsn' : 'write_lsn';
       for (;;) {
         const rows = await cluster.query<{ ok: boolean }>(

@@ -118,7 +118,11 @@ async function main(): Promise<void> {
     cleanups.unshift(() => source.stop());
     say(`started PostgreSQL ${major} (${binaries.source}: ${binaries.binDir}) on 127.0.0.1:${source.port}`);
 
-    const connection: ReplicationConnectionOptions = { host: '127.0.0.1', port: source.port, user: 'postgres' };
+    const connection: ReplicationConnectionOptions = {
+      host: '127.0.0.1',
+      port: source.port,
+      user: 'postgres',
+    };
 
     // 2. The replication protocol, spoken by pgark: IDENTIFY_SYSTEM and a physical slot.
     const conn = await ReplicationConnection.connect(connection);
@@ -170,10 +174,14 @@ async function main(): Promise<void> {
 
     // 6. More work, a recovery point, then the mistake.
     await sql(source.port, "INSERT INTO orders SELECT g, 'after backup' FROM generate_series(1001, 1500) g");
-    const targetLsn = (await sql<{ lsn: string }>(source.port, 'SELECT pg_current_wal_lsn()::text AS lsn'))[0]!.lsn;
+    const targetLsn = (
+      await sql<{ lsn: string }>(source.port, 'SELECT pg_current_wal_lsn()::text AS lsn')
+    )[0]!.lsn;
     await sql(source.port, 'DELETE FROM orders WHERE id % 2 = 0'); // the mistake
     await sql(source.port, 'SELECT pg_switch_wal()');
-    const endLsn = (await sql<{ lsn: string }>(source.port, 'SELECT pg_current_wal_flush_lsn()::text AS lsn'))[0]!.lsn;
+    const endLsn = (
+      await sql<{ lsn: string }>(source.port, 'SELECT pg_current_wal_flush_lsn()::text AS lsn')
+    )[0]!.lsn;
     say(`recovery target: ${targetLsn} (before a DELETE of half the rows); WAL written up to ${endLsn}`);
 
     // Wait until the archiver has made that WAL durable, then stop it.
@@ -183,7 +191,9 @@ async function main(): Promise<void> {
     }
     await archiver.stop();
     const archived = await archiver.done;
-    say(`archiver stopped: durable up to ${formatLsn(archived.flushedLsn)}, ${archived.segmentsStored} segments`);
+    say(
+      `archiver stopped: durable up to ${formatLsn(archived.flushedLsn)}, ${archived.segmentsStored} segments`,
+    );
     await source.stop();
     // restore_command runs as the server's OS user: a local repository written by root must be readable by it.
     if (!args.repo) chownTree(repo, user);
@@ -215,7 +225,9 @@ async function main(): Promise<void> {
       }
       await new Promise((res) => setTimeout(res, 200));
     }
-    say(`restored cluster is up and promoted: orders has ${rows} rows (the source had 1500 before the mistake)`);
+    say(
+      `restored cluster is up and promoted: orders has ${rows} rows (the source had 1500 before the mistake)`,
+    );
     if (rows !== 1500) throw new Error(`expected 1500 rows after point-in-time recovery, found ${rows}`);
     say('demo finished: backup → WAL archive → point-in-time restore verified');
   } finally {
@@ -231,6 +243,8 @@ async function main(): Promise<void> {
 
 main().catch((e: unknown) => {
   const code = (e as { code?: string }).code;
-  process.stderr.write(`demo failed: ${e instanceof Error ? e.message : String(e)}${code ? ` [${code}]` : ''}\n`);
+  process.stderr.write(
+    `demo failed: ${e instanceof Error ? e.message : String(e)}${code ? ` [${code}]` : ''}\n`,
+  );
   process.exitCode = 1;
 });

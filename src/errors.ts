@@ -29,79 +29,233 @@ export type ErrorKind =
  */
 export const ERROR_CODES = {
   // ConfigError: the caller's input is wrong.
-  CONFIG_INVALID_OPTION: { kind: 'ConfigError', description: 'an option is missing, of the wrong type or out of range' },
-  CONFIG_INVALID_SLOT_NAME: { kind: 'ConfigError', description: 'a replication slot name breaks PostgreSQL\'s rules (a-z, 0-9, _; at most 63 bytes)' },
+  CONFIG_INVALID_OPTION: {
+    kind: 'ConfigError',
+    description: 'an option is missing, of the wrong type or out of range',
+  },
+  CONFIG_INVALID_SLOT_NAME: {
+    kind: 'ConfigError',
+    description: "a replication slot name breaks PostgreSQL's rules (a-z, 0-9, _; at most 63 bytes)",
+  },
   CONFIG_INVALID_LSN: { kind: 'ConfigError', description: 'a text is not a valid LSN (X/X)' },
-  CONFIG_INVALID_WAL_NAME: { kind: 'ConfigError', description: 'a text is not a valid WAL segment, history or backup-history file name' },
-  CONFIG_INVALID_SEGMENT_SIZE: { kind: 'ConfigError', description: 'a WAL segment size is not a power of two between 1 MiB and 1 GiB' },
-  CONFIG_INVALID_LOCATION: { kind: 'ConfigError', description: 'a repository location is neither a directory path nor an s3://bucket/prefix URL' },
-  CONFIG_INVALID_IDENTIFIER: { kind: 'ConfigError', description: 'an identifier or label sent to the server contains characters that are not allowed' },
-  CONFIG_INVALID_CONNINFO: { kind: 'ConfigError', description: 'a connection string or URL cannot be parsed' },
-  CONFIG_UNSUPPORTED_COMPRESSION: { kind: 'ConfigError', description: 'the requested compression is not available (not built into the server, or no binding on this runtime)' },
+  CONFIG_INVALID_WAL_NAME: {
+    kind: 'ConfigError',
+    description: 'a text is not a valid WAL segment, history or backup-history file name',
+  },
+  CONFIG_INVALID_SEGMENT_SIZE: {
+    kind: 'ConfigError',
+    description: 'a WAL segment size is not a power of two between 1 MiB and 1 GiB',
+  },
+  CONFIG_INVALID_LOCATION: {
+    kind: 'ConfigError',
+    description: 'a repository location is neither a directory path nor an s3://bucket/prefix URL',
+  },
+  CONFIG_INVALID_IDENTIFIER: {
+    kind: 'ConfigError',
+    description: 'an identifier or label sent to the server contains characters that are not allowed',
+  },
+  CONFIG_INVALID_CONNINFO: {
+    kind: 'ConfigError',
+    description: 'a connection string or URL cannot be parsed',
+  },
+  CONFIG_UNSUPPORTED_COMPRESSION: {
+    kind: 'ConfigError',
+    description:
+      'the requested compression is not available (not built into the server, or no binding on this runtime)',
+  },
 
   // ConnectionError: reaching or keeping the server failed.
-  CONNECTION_REFUSED: { kind: 'ConnectionError', description: 'the server could not be reached (refused, unknown host, unreachable)' },
-  CONNECTION_TIMEOUT: { kind: 'ConnectionError', description: 'connecting or waiting for the server took longer than the configured timeout' },
+  CONNECTION_REFUSED: {
+    kind: 'ConnectionError',
+    description: 'the server could not be reached (refused, unknown host, unreachable)',
+  },
+  CONNECTION_TIMEOUT: {
+    kind: 'ConnectionError',
+    description: 'connecting or waiting for the server took longer than the configured timeout',
+  },
   CONNECTION_AUTH_FAILED: { kind: 'ConnectionError', description: 'the server rejected the credentials' },
-  CONNECTION_PERMISSION_DENIED: { kind: 'ConnectionError', description: 'the role may not open a replication connection (it lacks REPLICATION or pg_hba.conf refuses it)' },
-  CONNECTION_TLS_FAILED: { kind: 'ConnectionError', description: 'TLS negotiation failed or the server does not support TLS where sslmode requires it' },
-  CONNECTION_CLOSED: { kind: 'ConnectionError', description: 'the connection closed unexpectedly, possibly mid-message' },
-  CONNECTION_BUSY: { kind: 'ConnectionError', description: 'a command was issued while another one is still running on the same connection' },
+  CONNECTION_PERMISSION_DENIED: {
+    kind: 'ConnectionError',
+    description:
+      'the role may not open a replication connection (it lacks REPLICATION or pg_hba.conf refuses it)',
+  },
+  CONNECTION_TLS_FAILED: {
+    kind: 'ConnectionError',
+    description: 'TLS negotiation failed or the server does not support TLS where sslmode requires it',
+  },
+  CONNECTION_CLOSED: {
+    kind: 'ConnectionError',
+    description: 'the connection closed unexpectedly, possibly mid-message',
+  },
+  CONNECTION_BUSY: {
+    kind: 'ConnectionError',
+    description: 'a command was issued while another one is still running on the same connection',
+  },
 
   // ProtocolError: the bytes on the wire are not what the protocol allows.
-  PROTOCOL_MESSAGE_TOO_LONG: { kind: 'ProtocolError', description: 'a message is longer than the configured maximum' },
-  PROTOCOL_MALFORMED_MESSAGE: { kind: 'ProtocolError', description: 'a message is truncated or its fields do not fit its length' },
-  PROTOCOL_UNEXPECTED_MESSAGE: { kind: 'ProtocolError', description: 'a message arrived that the current state does not allow' },
+  PROTOCOL_MESSAGE_TOO_LONG: {
+    kind: 'ProtocolError',
+    description: 'a message is longer than the configured maximum',
+  },
+  PROTOCOL_MALFORMED_MESSAGE: {
+    kind: 'ProtocolError',
+    description: 'a message is truncated or its fields do not fit its length',
+  },
+  PROTOCOL_UNEXPECTED_MESSAGE: {
+    kind: 'ProtocolError',
+    description: 'a message arrived that the current state does not allow',
+  },
 
   // PostgresServerError: the server answered with an ErrorResponse.
-  SERVER_ERROR: { kind: 'PostgresServerError', description: 'the server reported an error (see sqlstate and the ErrorResponse fields)' },
+  SERVER_ERROR: {
+    kind: 'PostgresServerError',
+    description: 'the server reported an error (see sqlstate and the ErrorResponse fields)',
+  },
 
   // ReplicationError: the replication state is not what the operation needs.
-  REPLICATION_UNSUPPORTED_VERSION: { kind: 'ReplicationError', description: 'the server\'s major version is not supported (14-18) or lacks the command' },
-  REPLICATION_SLOT_EXISTS: { kind: 'ReplicationError', description: 'a replication slot of that name already exists' },
-  REPLICATION_SLOT_NOT_FOUND: { kind: 'ReplicationError', description: 'the replication slot does not exist' },
-  REPLICATION_SLOT_IN_USE: { kind: 'ReplicationError', description: 'the replication slot is active for another process' },
-  REPLICATION_SLOT_INVALID: { kind: 'ReplicationError', description: 'the replication slot is not physical, or has lost the WAL it reserved' },
-  REPLICATION_WAL_REMOVED: { kind: 'ReplicationError', description: 'the server has already removed WAL that is needed' },
-  REPLICATION_WAL_GAP: { kind: 'ReplicationError', description: 'WAL data did not arrive at the expected position' },
-  REPLICATION_TIMELINE_MISMATCH: { kind: 'ReplicationError', description: 'the timeline is not in the server\'s history or goes backwards' },
-  REPLICATION_SYSTEM_ID_MISMATCH: { kind: 'ReplicationError', description: 'the server belongs to a different cluster (system identifier differs)' },
-  REPLICATION_BACKUP_FAILED: { kind: 'ReplicationError', description: 'the server reported a failure of the base backup (for example a page checksum failure)' },
-  REPLICATION_STANDBY_PROMOTED: { kind: 'ReplicationError', description: 'the standby was promoted during an operation that needs it to stay a standby' },
+  REPLICATION_UNSUPPORTED_VERSION: {
+    kind: 'ReplicationError',
+    description: "the server's major version is not supported (14-18) or lacks the command",
+  },
+  REPLICATION_SLOT_EXISTS: {
+    kind: 'ReplicationError',
+    description: 'a replication slot of that name already exists',
+  },
+  REPLICATION_SLOT_NOT_FOUND: {
+    kind: 'ReplicationError',
+    description: 'the replication slot does not exist',
+  },
+  REPLICATION_SLOT_IN_USE: {
+    kind: 'ReplicationError',
+    description: 'the replication slot is active for another process',
+  },
+  REPLICATION_SLOT_INVALID: {
+    kind: 'ReplicationError',
+    description: 'the replication slot is not physical, or has lost the WAL it reserved',
+  },
+  REPLICATION_WAL_REMOVED: {
+    kind: 'ReplicationError',
+    description: 'the server has already removed WAL that is needed',
+  },
+  REPLICATION_WAL_GAP: {
+    kind: 'ReplicationError',
+    description: 'WAL data did not arrive at the expected position',
+  },
+  REPLICATION_TIMELINE_MISMATCH: {
+    kind: 'ReplicationError',
+    description: "the timeline is not in the server's history or goes backwards",
+  },
+  REPLICATION_SYSTEM_ID_MISMATCH: {
+    kind: 'ReplicationError',
+    description: 'the server belongs to a different cluster (system identifier differs)',
+  },
+  REPLICATION_BACKUP_FAILED: {
+    kind: 'ReplicationError',
+    description: 'the server reported a failure of the base backup (for example a page checksum failure)',
+  },
+  REPLICATION_STANDBY_PROMOTED: {
+    kind: 'ReplicationError',
+    description: 'the standby was promoted during an operation that needs it to stay a standby',
+  },
 
   // StorageError: the repository storage failed.
   STORAGE_NOT_FOUND: { kind: 'StorageError', description: 'the key does not exist' },
-  STORAGE_ACCESS_DENIED: { kind: 'StorageError', description: 'the credentials or file permissions do not allow the operation' },
+  STORAGE_ACCESS_DENIED: {
+    kind: 'StorageError',
+    description: 'the credentials or file permissions do not allow the operation',
+  },
   STORAGE_BUCKET_NOT_FOUND: { kind: 'StorageError', description: 'the bucket does not exist' },
-  STORAGE_CONFLICT: { kind: 'StorageError', description: 'a conditional create found the key already present' },
-  STORAGE_UNAVAILABLE: { kind: 'StorageError', description: 'the store failed or was unreachable (5xx, throttling, connection reset); retryable' },
+  STORAGE_CONFLICT: {
+    kind: 'StorageError',
+    description: 'a conditional create found the key already present',
+  },
+  STORAGE_UNAVAILABLE: {
+    kind: 'StorageError',
+    description: 'the store failed or was unreachable (5xx, throttling, connection reset); retryable',
+  },
   STORAGE_NO_SPACE: { kind: 'StorageError', description: 'the device or quota is full' },
-  STORAGE_INVALID_KEY: { kind: 'StorageError', description: 'a key is empty, absolute, or contains `..` or characters the store does not allow' },
+  STORAGE_INVALID_KEY: {
+    kind: 'StorageError',
+    description: 'a key is empty, absolute, or contains `..` or characters the store does not allow',
+  },
   STORAGE_INVALID_RANGE: { kind: 'StorageError', description: 'a ranged read lies outside the object' },
-  STORAGE_INCOMPLETE_UPLOAD: { kind: 'StorageError', description: 'the store did not confirm a whole object (no ETag on complete, or a short body)' },
+  STORAGE_INCOMPLETE_UPLOAD: {
+    kind: 'StorageError',
+    description: 'the store did not confirm a whole object (no ETag on complete, or a short body)',
+  },
   STORAGE_IO: { kind: 'StorageError', description: 'another input/output error of the store' },
 
   // IntegrityError: data does not match what it claims to be.
-  INTEGRITY_CHECKSUM_MISMATCH: { kind: 'IntegrityError', description: 'a checksum computed over data differs from the recorded one' },
-  INTEGRITY_MANIFEST_INVALID: { kind: 'IntegrityError', description: 'a backup manifest cannot be parsed or its own checksum is wrong' },
-  INTEGRITY_BACKUP_INCOMPLETE: { kind: 'IntegrityError', description: 'a backup lacks its completion marker or an object it lists' },
-  INTEGRITY_WAL_CONFLICT: { kind: 'IntegrityError', description: 'a WAL file already exists in the repository with different content (a split-brain shows up this way)' },
-  INTEGRITY_WAL_INVALID: { kind: 'IntegrityError', description: 'a WAL segment\'s page headers do not match its name, size or cluster' },
-  INTEGRITY_REPOSITORY_FORMAT: { kind: 'IntegrityError', description: 'the repository\'s format version is missing, unknown or newer than this pgark' },
-  INTEGRITY_SYSTEM_ID_MISMATCH: { kind: 'IntegrityError', description: 'the repository (stanza) belongs to a different cluster' },
-  INTEGRITY_ARCHIVE_INVALID: { kind: 'IntegrityError', description: 'a tar archive or its compressed stream is malformed (bad header checksum, truncated member, corrupt compressed data)' },
+  INTEGRITY_CHECKSUM_MISMATCH: {
+    kind: 'IntegrityError',
+    description: 'a checksum computed over data differs from the recorded one',
+  },
+  INTEGRITY_MANIFEST_INVALID: {
+    kind: 'IntegrityError',
+    description: 'a backup manifest cannot be parsed or its own checksum is wrong',
+  },
+  INTEGRITY_BACKUP_INCOMPLETE: {
+    kind: 'IntegrityError',
+    description: 'a backup lacks its completion marker or an object it lists',
+  },
+  INTEGRITY_WAL_CONFLICT: {
+    kind: 'IntegrityError',
+    description:
+      'a WAL file already exists in the repository with different content (a split-brain shows up this way)',
+  },
+  INTEGRITY_WAL_INVALID: {
+    kind: 'IntegrityError',
+    description: "a WAL segment's page headers do not match its name, size or cluster",
+  },
+  INTEGRITY_REPOSITORY_FORMAT: {
+    kind: 'IntegrityError',
+    description: "the repository's format version is missing, unknown or newer than this pgark",
+  },
+  INTEGRITY_SYSTEM_ID_MISMATCH: {
+    kind: 'IntegrityError',
+    description: 'the repository (stanza) belongs to a different cluster',
+  },
+  INTEGRITY_ARCHIVE_INVALID: {
+    kind: 'IntegrityError',
+    description:
+      'a tar archive or its compressed stream is malformed (bad header checksum, truncated member, corrupt compressed data)',
+  },
 
   // RestoreError: a restore cannot proceed as asked.
   RESTORE_TARGET_NOT_EMPTY: { kind: 'RestoreError', description: 'the target directory is not empty' },
-  RESTORE_TARGET_IN_USE: { kind: 'RestoreError', description: 'the target directory belongs to a running server' },
+  RESTORE_TARGET_IN_USE: {
+    kind: 'RestoreError',
+    description: 'the target directory belongs to a running server',
+  },
   RESTORE_BACKUP_NOT_FOUND: { kind: 'RestoreError', description: 'no backup matches the request' },
-  RESTORE_TARGET_OUT_OF_RANGE: { kind: 'RestoreError', description: 'the recovery target lies outside the recoverable window of the repository' },
-  RESTORE_BINARIES_NOT_FOUND: { kind: 'RestoreError', description: 'no PostgreSQL server binaries of the needed major version were found' },
-  RESTORE_VERSION_MISMATCH: { kind: 'RestoreError', description: 'the backup\'s major version differs from the server binaries\'' },
-  RESTORE_SERVER_FAILED: { kind: 'RestoreError', description: 'a server started for the restore failed to start, recover or stop' },
-  RESTORE_TABLE_NOT_FOUND: { kind: 'RestoreError', description: 'the table to restore does not exist in the restored cluster at the recovery target' },
-  RESTORE_TABLE_EXISTS: { kind: 'RestoreError', description: 'the table to create for a table restore already exists in the target database' },
-  RESTORE_INCOMPLETE: { kind: 'RestoreError', description: 'a restore directory is marked incomplete (an earlier restore failed or was interrupted)' },
+  RESTORE_TARGET_OUT_OF_RANGE: {
+    kind: 'RestoreError',
+    description: 'the recovery target lies outside the recoverable window of the repository',
+  },
+  RESTORE_BINARIES_NOT_FOUND: {
+    kind: 'RestoreError',
+    description: 'no PostgreSQL server binaries of the needed major version were found',
+  },
+  RESTORE_VERSION_MISMATCH: {
+    kind: 'RestoreError',
+    description: "the backup's major version differs from the server binaries'",
+  },
+  RESTORE_SERVER_FAILED: {
+    kind: 'RestoreError',
+    description: 'a server started for the restore failed to start, recover or stop',
+  },
+  RESTORE_TABLE_NOT_FOUND: {
+    kind: 'RestoreError',
+    description: 'the table to restore does not exist in the restored cluster at the recovery target',
+  },
+  RESTORE_TABLE_EXISTS: {
+    kind: 'RestoreError',
+    description: 'the table to create for a table restore already exists in the target database',
+  },
+  RESTORE_INCOMPLETE: {
+    kind: 'RestoreError',
+    description: 'a restore directory is marked incomplete (an earlier restore failed or was interrupted)',
+  },
 
   // AbortError: the caller aborted.
   ABORTED: { kind: 'AbortError', description: 'the operation was aborted through its AbortSignal or stop()' },
@@ -143,7 +297,9 @@ export class PgarkError extends Error {
     }
     if (this.cause instanceof Error) {
       out.cause =
-        this.cause instanceof PgarkError ? this.cause.toJSON() : { name: this.cause.name, message: this.cause.message };
+        this.cause instanceof PgarkError
+          ? this.cause.toJSON()
+          : { name: this.cause.name, message: this.cause.message };
     }
     return out;
   }

@@ -178,7 +178,10 @@ export function classifyWalFileName(name: string): WalFileKind {
   if (isPartialWalFileName(name)) return 'partial';
   if (isHistoryFileName(name)) return 'history';
   if (isBackupHistoryFileName(name)) return 'backup-history';
-  throw new ConfigError('CONFIG_INVALID_WAL_NAME', `"${name}" is not a wal segment, history or backup history file name`);
+  throw new ConfigError(
+    'CONFIG_INVALID_WAL_NAME',
+    `"${name}" is not a wal segment, history or backup history file name`,
+  );
 }
 
 /** The timeline encoded in a history file name (`00000002.history` → 2). */
@@ -231,7 +234,10 @@ export function parseTimelineHistory(content: string | Buffer): TimelineHistoryE
     assertTimeline(timeline);
     const prev = out[out.length - 1];
     if (prev && timeline <= prev.timeline) {
-      throw new ConfigError('CONFIG_INVALID_OPTION', `timeline history is not in ascending order at "${line}"`);
+      throw new ConfigError(
+        'CONFIG_INVALID_OPTION',
+        `timeline history is not in ascending order at "${line}"`,
+      );
     }
     out.push({ timeline, switchLsn: parseLsn(m[2]!), reason: m[3] ?? '' });
   }

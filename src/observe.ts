@@ -27,14 +27,28 @@ export const noopLogger: Logger = {
 /** Every event pgark emits. Add new variants here; never change the meaning of an existing `type`. */
 export type PgarkEvent =
   // storage
-  | { type: 'storage.retry'; operation: string; key?: string; attempt: number; delayMs: number; httpStatus?: number; code: string }
+  | {
+      type: 'storage.retry';
+      operation: string;
+      key?: string;
+      attempt: number;
+      delayMs: number;
+      httpStatus?: number;
+      code: string;
+    }
   | { type: 'storage.upload.part'; key: string; partNumber: number; bytes: number }
   // connection
   | { type: 'connection.opened'; target: string; serverVersion: number }
   | { type: 'connection.closed'; target: string; error?: string }
   // base backup
   | { type: 'backup.started'; backupId: string; startLsn: string; timeline: number }
-  | { type: 'backup.progress'; backupId: string; bytesDone: number; bytesEstimated?: number; archive?: string }
+  | {
+      type: 'backup.progress';
+      backupId: string;
+      bytesDone: number;
+      bytesEstimated?: number;
+      archive?: string;
+    }
   | { type: 'backup.archive.completed'; backupId: string; archive: string; key: string; bytes: number }
   | { type: 'backup.completed'; backupId: string; startLsn: string; endLsn: string; bytes: number }
   | { type: 'backup.failed'; backupId: string; code: string; message: string }
@@ -43,8 +57,23 @@ export type PgarkEvent =
   | { type: 'wal.partial.durable'; walName: string; key: string; flushedLsn: string }
   | { type: 'wal.flush'; writtenLsn: string; flushedLsn: string }
   | { type: 'wal.history.durable'; timeline: number; key: string }
-  | { type: 'wal.archive.pushed'; walName: string; kind: 'segment' | 'partial' | 'history' | 'backup-history'; key: string; bytes: number; alreadyArchived: boolean }
-  | { type: 'wal.archive.fetched'; walName: string; found: boolean; fromSpool: boolean; key?: string; bytes?: number; prefetched: number }
+  | {
+      type: 'wal.archive.pushed';
+      walName: string;
+      kind: 'segment' | 'partial' | 'history' | 'backup-history';
+      key: string;
+      bytes: number;
+      alreadyArchived: boolean;
+    }
+  | {
+      type: 'wal.archive.fetched';
+      walName: string;
+      found: boolean;
+      fromSpool: boolean;
+      key?: string;
+      bytes?: number;
+      prefetched: number;
+    }
   | { type: 'replication.timeline-switch'; fromTimeline: number; toTimeline: number; switchLsn: string }
   | { type: 'replication.disconnected'; code: string; message: string; retryInMs: number; attempt: number }
   | { type: 'replication.resumed'; startLsn: string; timeline: number; gapMs: number }

@@ -104,10 +104,14 @@ export async function archivePush(options: ArchivePushOptions): Promise<ArchiveP
   let localSha: string | undefined;
   if (kind === 'segment' || kind === 'partial') {
     if (fileSize !== info.walSegmentSize) {
-      throw new IntegrityError('INTEGRITY_WAL_INVALID', `${walPath} holds ${fileSize} bytes, not a whole segment of ${info.walSegmentSize}`, {
-        expected: String(info.walSegmentSize),
-        actual: String(fileSize),
-      });
+      throw new IntegrityError(
+        'INTEGRITY_WAL_INVALID',
+        `${walPath} holds ${fileSize} bytes, not a whole segment of ${info.walSegmentSize}`,
+        {
+          expected: String(info.walSegmentSize),
+          actual: String(fileSize),
+        },
+      );
     }
   }
   if (kind === 'segment') {
@@ -116,7 +120,11 @@ export async function archivePush(options: ArchivePushOptions): Promise<ArchiveP
     const existing = await findWalSegmentObject(storage, stanza, walName, { signal });
     if (existing) {
       localSha = (await sha256OfStream(createReadStream(walPath))).sha256;
-      return compareWithExisting(options, { walName, kind, key: existing.key, size: fileSize, sha256: localSha }, existing.compression);
+      return compareWithExisting(
+        options,
+        { walName, kind, key: existing.key, size: fileSize, sha256: localSha },
+        existing.compression,
+      );
     }
     check = new WalSegmentCheckStream({
       expectedName: walName,
@@ -137,7 +145,10 @@ export async function archivePush(options: ArchivePushOptions): Promise<ArchiveP
     body = createReadStream(walPath);
   } else {
     if (fileSize > MAX_SMALL_FILE_BYTES) {
-      throw new IntegrityError('INTEGRITY_WAL_INVALID', `${walPath} is ${fileSize} bytes, too large for a ${kind} file`);
+      throw new IntegrityError(
+        'INTEGRITY_WAL_INVALID',
+        `${walPath} is ${fileSize} bytes, too large for a ${kind} file`,
+      );
     }
     const bytes = await readSmall(walPath);
     if (kind === 'history') {
@@ -145,7 +156,9 @@ export async function archivePush(options: ArchivePushOptions): Promise<ArchiveP
       try {
         parseTimelineHistory(bytes);
       } catch (e) {
-        throw new IntegrityError('INTEGRITY_WAL_INVALID', `${walPath} is not a valid timeline history file`, { cause: e });
+        throw new IntegrityError('INTEGRITY_WAL_INVALID', `${walPath} is not a valid timeline history file`, {
+          cause: e,
+        });
       }
     } else {
       key = walBackupHistoryKey(stanza, walName);
@@ -158,7 +171,14 @@ export async function archivePush(options: ArchivePushOptions): Promise<ArchiveP
 
   try {
     const put = await storage.put(key, body, { ifAbsent: true, contentLength: fileSize, signal });
-    const result: ArchivePushResult = { walName, kind, key, size: put.size, sha256: put.sha256, alreadyArchived: false };
+    const result: ArchivePushResult = {
+      walName,
+      kind,
+      key,
+      size: put.size,
+      sha256: put.sha256,
+      alreadyArchived: false,
+    };
     if (check) check.result(); // the stream ended cleanly, so every page passed; throws otherwise
     logger.info('wal file archived', { walName, key, size: put.size });
     emitDurable(options, result, info.walSegmentSize);
@@ -180,24 +200,47 @@ async function compareWithExisting(
   const { storage, signal } = options;
   const stored = await sha256OfStream(await openWalObject(storage, local.key, compression, { signal }));
   if (stored.sha256 !== local.sha256) {
-    throw new IntegrityError('INTEGRITY_WAL_CONFLICT', `wal file ${local.walName} already exists in the repository with different content`, {
-      key: local.key,
-      expected: stored.sha256,
-      actual: local.sha256,
-      hint: 'another cluster (or a promoted standby after a split-brain) archived a different file of this name into the stanza; find out which history is right before archiving more',
-    });
+    throw new IntegrityError(
+      'INTEGRITY_WAL_CONFLICT',
+      `wal file ${local.walName} already exists in the repository with different content`,
+      {
+        key: local.key,
+        expected: stored.sha256,
+        actual: local.sha256,
+        hint: 'another cluster (or a promoted standby after a split-brain) archived a different file of this name into the stanza; find out which history is right before archiving more',
+      },
+    );
   }
-  (options.logger ?? noopLogger).info('wal file already archived with the same content', { walName: local.walName, key: local.key });
+  (options.logger ?? noopLogger).info('wal file already archived with the same content', {
+    walName: local.walName,
+    key: local.key,
+  });
   const result = { ...local, alreadyArchived: true };
   emitDurable(options, result, undefined);
   return result;
 }
 
-function emitDurable(options: ArchivePushOptions, r: ArchivePushResult, segmentSize: number | undefined): void {
-  emit(options, { type: 'wal.archive.pushed', walName: r.walName, kind: r.kind, key: r.key, bytes: r.size, alreadyArchived: r.alreadyArchived });
+function emitDurable(
+  options: ArchivePushOptions,
+  r: ArchivePushResult,
+  segmentSize: number | undefined,
+): void {
+  emit(options, {
+    type: 'wal.archive.pushed',
+    walName: r.walName,
+    kind: r.kind,
+    key: r.key,
+    bytes: r.size,
+    alreadyArchived: r.alreadyArchived,
+  });
   if (r.kind === 'segment' && segmentSize !== undefined) {
     const { segno } = parseWalFileName(r.walName, segmentSize);
-    emit(options, { type: 'wal.segment.durable', walName: r.walName, key: r.key, flushedLsn: formatLsn(segmentStartLsn(segno + 1n, segmentSize)) });
+    emit(options, {
+      type: 'wal.segment.durable',
+      walName: r.walName,
+      key: r.key,
+      flushedLsn: formatLsn(segmentStartLsn(segno + 1n, segmentSize)),
+    });
   } else if (r.kind === 'history') {
     emit(options, { type: 'wal.history.durable', timeline: timelineOfHistoryFile(r.walName), key: r.key });
   }
@@ -209,17 +252,29 @@ function emitDurable(options: ArchivePushOptions, r: ArchivePushResult, segmentS
  * history file first: pgarch.c gives history files priority) takes the cluster's identity from a
  * segment lying next to it in pg_wal.
  */
-async function openStanzaFor(options: ArchivePushOptions, kind: WalFileKind, walName: string): Promise<Stanza> {
+async function openStanzaFor(
+  options: ArchivePushOptions,
+  kind: WalFileKind,
+  walName: string,
+): Promise<Stanza> {
   const { storage, stanza, walPath, signal } = options;
   let identity: WalSegmentIdentity | undefined;
   if (kind === 'segment' || kind === 'partial') {
     identity = readWalSegmentIdentity(await readHead(walPath, 40), walName);
   }
-  if (identity && options.systemIdentifier !== undefined && identity.systemIdentifier !== options.systemIdentifier) {
-    throw new IntegrityError('INTEGRITY_SYSTEM_ID_MISMATCH', `wal file ${walName} belongs to the cluster with system identifier ${identity.systemIdentifier}`, {
-      expected: options.systemIdentifier,
-      actual: identity.systemIdentifier,
-    });
+  if (
+    identity &&
+    options.systemIdentifier !== undefined &&
+    identity.systemIdentifier !== options.systemIdentifier
+  ) {
+    throw new IntegrityError(
+      'INTEGRITY_SYSTEM_ID_MISMATCH',
+      `wal file ${walName} belongs to the cluster with system identifier ${identity.systemIdentifier}`,
+      {
+        expected: options.systemIdentifier,
+        actual: identity.systemIdentifier,
+      },
+    );
   }
   const repo = await openRepository(storage, { create: true, signal });
   if (!identity) {
@@ -230,10 +285,14 @@ async function openStanzaFor(options: ArchivePushOptions, kind: WalFileKind, wal
     }
     identity = await identityFromSiblings(dirname(walPath));
     if (options.systemIdentifier !== undefined && identity.systemIdentifier !== options.systemIdentifier) {
-      throw new IntegrityError('INTEGRITY_SYSTEM_ID_MISMATCH', `the wal files next to ${walName} belong to the cluster with system identifier ${identity.systemIdentifier}`, {
-        expected: options.systemIdentifier,
-        actual: identity.systemIdentifier,
-      });
+      throw new IntegrityError(
+        'INTEGRITY_SYSTEM_ID_MISMATCH',
+        `the wal files next to ${walName} belong to the cluster with system identifier ${identity.systemIdentifier}`,
+        {
+          expected: options.systemIdentifier,
+          actual: identity.systemIdentifier,
+        },
+      );
     }
   }
   return repo.openStanza(stanza, {
@@ -255,7 +314,10 @@ interface WalSegmentIdentity {
 function readWalSegmentIdentity(head: Buffer, walName: string): WalSegmentIdentity {
   const h = readWalPageHeader(head);
   const invalid = (why: string): never => {
-    throw new IntegrityError('INTEGRITY_WAL_INVALID', `wal file ${walName} is not a valid wal segment: ${why}`);
+    throw new IntegrityError(
+      'INTEGRITY_WAL_INVALID',
+      `wal file ${walName} is not a valid wal segment: ${why}`,
+    );
   };
   if (h.sysid === undefined || h.segSize === undefined) return invalid('its first page has no long header');
   const pgMajor = pgMajorForWalMagic(h.magic);
@@ -278,9 +340,13 @@ async function identityFromSiblings(dir: string): Promise<WalSegmentIdentity> {
       /* a segment being initialised: try an older one */
     }
   }
-  throw new ConfigError('CONFIG_INVALID_OPTION', `the stanza does not exist yet and no wal segment in ${dir} tells the cluster's identity`, {
-    hint: 'archive a wal segment first, or pass the system identifier',
-  });
+  throw new ConfigError(
+    'CONFIG_INVALID_OPTION',
+    `the stanza does not exist yet and no wal segment in ${dir} tells the cluster's identity`,
+    {
+      hint: 'archive a wal segment first, or pass the system identifier',
+    },
+  );
 }
 
 async function sizeOf(path: string): Promise<number> {
@@ -290,7 +356,11 @@ async function sizeOf(path: string): Promise<number> {
     return st.size;
   } catch (e) {
     if (isPgarkError(e)) throw e;
-    throw new ConfigError('CONFIG_INVALID_OPTION', `cannot read wal file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      `cannot read wal file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      { cause: e },
+    );
   }
 }
 

@@ -76,9 +76,14 @@ export function assertCatalogEntry(value: unknown, backupId: string): asserts va
     typeof e.startLsn === 'string' &&
     typeof e.endLsn === 'string' &&
     Array.isArray(e.objects) &&
-    e.objects.every((o) => typeof o?.key === 'string' && typeof o.size === 'number' && typeof o.sha256 === 'string');
+    e.objects.every(
+      (o) => typeof o?.key === 'string' && typeof o.size === 'number' && typeof o.sha256 === 'string',
+    );
   if (!ok) {
-    throw new IntegrityError('INTEGRITY_BACKUP_INCOMPLETE', `catalog entry of backup ${backupId} is malformed or of an unknown version`);
+    throw new IntegrityError(
+      'INTEGRITY_BACKUP_INCOMPLETE',
+      `catalog entry of backup ${backupId} is malformed or of an unknown version`,
+    );
   }
 }
 
@@ -117,7 +122,11 @@ export async function listBackups(options: ListBackupsOptions): Promise<BackupCa
  * Reads one backup's catalog entry; `backupId` 'latest' (or undefined) picks the newest.
  * @throws RestoreError RESTORE_BACKUP_NOT_FOUND when there is no such complete backup.
  */
-export async function readBackupCatalogEntry(stanza: Stanza, backupId: string | undefined, options: CallOptions = {}): Promise<BackupCatalogEntry> {
+export async function readBackupCatalogEntry(
+  stanza: Stanza,
+  backupId: string | undefined,
+  options: CallOptions = {},
+): Promise<BackupCatalogEntry> {
   let id = backupId;
   if (id === undefined || id === 'latest') {
     const ids = await stanza.listBackupIds(options);
@@ -131,10 +140,17 @@ export async function readBackupCatalogEntry(stanza: Stanza, backupId: string | 
     entry = await stanza.readCatalogEntry<unknown>(id, options);
   } catch (e) {
     if (isPgarkError(e) && e.code === 'STORAGE_NOT_FOUND') {
-      throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', `backup ${id} does not exist in stanza ${stanza.name} (or is not complete)`, { cause: e });
+      throw new RestoreError(
+        'RESTORE_BACKUP_NOT_FOUND',
+        `backup ${id} does not exist in stanza ${stanza.name} (or is not complete)`,
+        { cause: e },
+      );
     }
     if (isPgarkError(e) && e.code === 'CONFIG_INVALID_IDENTIFIER') {
-      throw new ConfigError('CONFIG_INVALID_IDENTIFIER', `invalid backup id ${JSON.stringify(id)}`, { cause: e, hint: 'use a backup id as listed, or latest' });
+      throw new ConfigError('CONFIG_INVALID_IDENTIFIER', `invalid backup id ${JSON.stringify(id)}`, {
+        cause: e,
+        hint: 'use a backup id as listed, or latest',
+      });
     }
     throw e;
   }

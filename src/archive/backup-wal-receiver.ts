@@ -104,7 +104,10 @@ export class BackupWalReceiver {
         continue;
       }
       if (this.endLsn === undefined || stream.positions().receivedLsn < this.endLsn) {
-        throw new ReplicationError('REPLICATION_WAL_GAP', `wal streaming for the backup ended at ${formatLsn(stream.positions().receivedLsn)} before the backup's end`);
+        throw new ReplicationError(
+          'REPLICATION_WAL_GAP',
+          `wal streaming for the backup ended at ${formatLsn(stream.positions().receivedLsn)} before the backup's end`,
+        );
       }
       break;
     }
@@ -126,7 +129,10 @@ export class BackupWalReceiver {
     const hist = await timelineHistory(this.o.connection, tli);
     const key = backupWalKey(this.o.stanza, this.o.backupId, hist.fileName);
     this.keys.push(key);
-    const r = await this.o.storage.put(key, hist.content, { contentLength: hist.content.length, signal: this.o.signal });
+    const r = await this.o.storage.put(key, hist.content, {
+      contentLength: hist.content.length,
+      signal: this.o.signal,
+    });
     this.objects.push({ kind: 'wal', name: `wal/${hist.fileName}`, key, size: r.size, sha256: r.sha256 });
   }
 
@@ -141,7 +147,11 @@ export class BackupWalReceiver {
         if (this.current) await this.closeSegment();
         const key = backupWalKey(this.o.stanza, this.o.backupId, name);
         this.keys.push(key);
-        this.current = { name, upload: new ObjectUpload(this.o.storage, key, { sizeHint: seg, signal: this.o.signal }), written: 0 };
+        this.current = {
+          name,
+          upload: new ObjectUpload(this.o.storage, key, { sizeHint: seg, signal: this.o.signal }),
+          written: 0,
+        };
       }
       const inSeg = Number(lsn % BigInt(seg));
       const n = Math.min(data.length - off, seg - inSeg);
@@ -158,6 +168,12 @@ export class BackupWalReceiver {
     if (!cur) return;
     this.current = undefined;
     const r = await cur.upload.end();
-    this.objects.push({ kind: 'wal', name: `wal/${cur.name}`, key: cur.upload.key, size: r.size, sha256: r.sha256 });
+    this.objects.push({
+      kind: 'wal',
+      name: `wal/${cur.name}`,
+      key: cur.upload.key,
+      size: r.size,
+      sha256: r.sha256,
+    });
   }
 }

@@ -26,7 +26,8 @@ import { createFileChecksummer } from '../verify/manifest';
 // Not `typeof require`: an ESM bundle (esbuild, tsup) turns `require` into a shim that throws
 // "Dynamic require ... is not supported"; createRequire works in both builds.
 const requireModule: NodeRequire = createRequire((import.meta as { url?: string }).url ?? __filename);
-const tarExtract = (): ReturnType<typeof TarStream.extract> => (requireModule('tar-stream') as typeof TarStream).extract();
+const tarExtract = (): ReturnType<typeof TarStream.extract> =>
+  (requireModule('tar-stream') as typeof TarStream).extract();
 
 export type TarMemberType = 'file' | 'directory' | 'symlink' | 'link' | 'other';
 

@@ -3,11 +3,23 @@
  * reconnecting with backoff, following timeline switches, and reporting to the server as flushed
  * only what is durable in the repository. See docs/design-wal.md for the durability design.
  */
-import { AbortError, ConfigError, ConnectionError, IntegrityError, PgarkError, ReplicationError, StorageError, isPgarkError } from '../errors';
+import {
+  AbortError,
+  ConfigError,
+  ConnectionError,
+  IntegrityError,
+  PgarkError,
+  ReplicationError,
+  StorageError,
+  isPgarkError,
+} from '../errors';
 import { formatLsn, parseWalFileName, segmentStartLsn, segmentStartOf, type Lsn } from '../lsn';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import type { Storage } from '../storage/storage';
-import { ReplicationConnection, type ReplicationConnectionOptions } from '../connection/replication-connection';
+import {
+  ReplicationConnection,
+  type ReplicationConnectionOptions,
+} from '../connection/replication-connection';
 import { identifySystem } from '../replication/identify-system';
 import { createReplicationSlot, readReplicationSlot } from '../replication/replication-slots';
 import { getWalSegmentSize } from '../replication/show-setting';
@@ -116,7 +128,8 @@ function isFatal(e: unknown): boolean {
   if (e instanceof IntegrityError || e instanceof ConfigError || e instanceof AbortError) return true;
   if (e instanceof ReplicationError) return FATAL_REPLICATION.has(e.code);
   if (e instanceof StorageError) return FATAL_STORAGE.has(e.code);
-  if (e instanceof ConnectionError) return e.code === 'CONNECTION_AUTH_FAILED' || e.code === 'CONNECTION_PERMISSION_DENIED';
+  if (e instanceof ConnectionError)
+    return e.code === 'CONNECTION_AUTH_FAILED' || e.code === 'CONNECTION_PERMISSION_DENIED';
   return !isPgarkError(e);
 }
 
@@ -191,7 +204,8 @@ class WalArchiver {
     this.stanzaName = options.stanza ?? WAL_ARCHIVER_DEFAULTS.stanza;
     this.done = Promise.resolve().then(() => {
       assertSlotName(options.slot);
-      if (!options.storage) throw new ConfigError('CONFIG_INVALID_OPTION', 'startWalArchiver needs a storage');
+      if (!options.storage)
+        throw new ConfigError('CONFIG_INVALID_OPTION', 'startWalArchiver needs a storage');
       return this.run();
     });
     // A caller that only uses stop() must not see an unhandled rejection; done still rejects.
@@ -265,8 +279,18 @@ class WalArchiver {
           const initial = this.o.reconnectInitialMs ?? WAL_ARCHIVER_DEFAULTS.reconnectInitialMs;
           const max = this.o.reconnectMaxMs ?? WAL_ARCHIVER_DEFAULTS.reconnectMaxMs;
           const delay = Math.min(max, initial * 2 ** Math.min(attempt - 1, 16));
-          emit(this.o, { type: 'replication.disconnected', code: err.code, message: err.message, retryInMs: delay, attempt });
-          this.logger.warn('wal archiver lost its stream, reconnecting', { code: err.code, attempt, retryInMs: delay });
+          emit(this.o, {
+            type: 'replication.disconnected',
+            code: err.code,
+            message: err.message,
+            retryInMs: delay,
+            attempt,
+          });
+          this.logger.warn('wal archiver lost its stream, reconnecting', {
+            code: err.code,
+            attempt,
+            retryInMs: delay,
+          });
           this.state = 'waiting';
           await this.sleep(delay);
         } finally {
@@ -279,7 +303,9 @@ class WalArchiver {
       return await this.finish();
     } catch (e) {
       this.state = 'failed';
-      const err = isPgarkError(e) ? e : new StorageError('STORAGE_IO', `wal archiver failed: ${String(e)}`, { cause: e });
+      const err = isPgarkError(e)
+        ? e
+        : new StorageError('STORAGE_IO', `wal archiver failed: ${String(e)}`, { cause: e });
       this.lastError = { code: err.code, message: err.message };
       this.logger.error('wal archiver failed', { code: err.code, message: err.message });
       await this.writer?.close();
@@ -325,10 +351,14 @@ class WalArchiver {
       if (conn.serverVersionNum >= 150000) {
         slotInfo = await readReplicationSlot(conn, o.slot);
         if (!slotInfo) {
-          throw new ReplicationError('REPLICATION_SLOT_NOT_FOUND', `replication slot "${o.slot}" does not exist on ${conn.target}`, {
-            slotName: o.slot,
-            hint: 'create it (createSlot option / --create-slot)',
-          });
+          throw new ReplicationError(
+            'REPLICATION_SLOT_NOT_FOUND',
+            `replication slot "${o.slot}" does not exist on ${conn.target}`,
+            {
+              slotName: o.slot,
+              hint: 'create it (createSlot option / --create-slot)',
+            },
+          );
         }
       }
       const objects = [];
@@ -338,9 +368,18 @@ class WalArchiver {
           objects.push({ kind: p.kind, walName: p.walName, key: obj.key });
         }
       }
-      const plan = planWalStart({ objects, segmentSize: segSize, slot: slotInfo, server: { timeline: id.timeline, xlogPos: id.xlogPos } });
+      const plan = planWalStart({
+        objects,
+        segmentSize: segSize,
+        slot: slotInfo,
+        server: { timeline: id.timeline, xlogPos: id.xlogPos },
+      });
       if (plan.staleKeys.length) await o.storage.delete(plan.staleKeys);
-      this.logger.info('wal archiver start position', { startLsn: formatLsn(plan.startLsn), timeline: plan.timeline, source: plan.source });
+      this.logger.info('wal archiver start position', {
+        startLsn: formatLsn(plan.startLsn),
+        timeline: plan.timeline,
+        source: plan.source,
+      });
       const writer = new WalSegmentWriter({
         storage: o.storage,
         stanza: this.stanzaName,
@@ -355,7 +394,11 @@ class WalArchiver {
             s.reportFlushed(lsn, true);
             s.reportWritten(this.writer?.writtenLsn ?? lsn);
           }
-          emit(this.o, { type: 'wal.flush', writtenLsn: formatLsn(this.writer?.writtenLsn ?? lsn), flushedLsn: formatLsn(lsn) });
+          emit(this.o, {
+            type: 'wal.flush',
+            writtenLsn: formatLsn(this.writer?.writtenLsn ?? lsn),
+            flushedLsn: formatLsn(lsn),
+          });
         },
         onFailed: () => this.stream?.stop(),
         ...(o.maxPendingSegments !== undefined ? { maxPendingSegments: o.maxPendingSegments } : {}),
@@ -374,7 +417,10 @@ class WalArchiver {
       await writer.begin(plan.timeline, plan.startLsn);
       this.writer = writer;
     } else if (segSize !== this.segmentSize) {
-      throw new IntegrityError('INTEGRITY_SYSTEM_ID_MISMATCH', `the server's wal segment size changed from ${this.segmentSize} to ${segSize}`);
+      throw new IntegrityError(
+        'INTEGRITY_SYSTEM_ID_MISMATCH',
+        `the server's wal segment size changed from ${this.segmentSize} to ${segSize}`,
+      );
     }
   }
 
@@ -416,7 +462,10 @@ class WalArchiver {
         continue;
       }
       if (end.reason === 'stopped') return;
-      throw new ReplicationError('REPLICATION_WAL_GAP', `server ended the wal stream at ${formatLsn(end.receivedLsn)} without a next timeline`);
+      throw new ReplicationError(
+        'REPLICATION_WAL_GAP',
+        `server ended the wal stream at ${formatLsn(end.receivedLsn)} without a next timeline`,
+      );
     }
   }
 
@@ -431,10 +480,14 @@ class WalArchiver {
       const chunks: Buffer[] = [];
       for await (const c of await this.o.storage.get(key)) chunks.push(c as Buffer);
       if (!Buffer.concat(chunks).equals(content)) {
-        throw new IntegrityError('INTEGRITY_WAL_CONFLICT', `timeline history ${timeline} already exists in the repository with different content`, {
-          key,
-          hint: 'two histories of this cluster write into one stanza (split-brain?)',
-        });
+        throw new IntegrityError(
+          'INTEGRITY_WAL_CONFLICT',
+          `timeline history ${timeline} already exists in the repository with different content`,
+          {
+            key,
+            hint: 'two histories of this cluster write into one stanza (split-brain?)',
+          },
+        );
       }
     }
     emit(this.o, { type: 'wal.history.durable', timeline, key });
@@ -451,7 +504,10 @@ class WalArchiver {
       });
       try {
         const r = await Promise.race([writer.compact(true).then(() => 'ok' as const), timedOut]);
-        if (r === 'timeout') this.logger.warn('wal archiver stopped before the storage took the last bytes', { flushedLsn: formatLsn(writer.flushedLsn) });
+        if (r === 'timeout')
+          this.logger.warn('wal archiver stopped before the storage took the last bytes', {
+            flushedLsn: formatLsn(writer.flushedLsn),
+          });
       } finally {
         clearTimeout(timer);
         await writer.close();
@@ -465,7 +521,10 @@ class WalArchiver {
       segmentsStored: writer?.counters.segmentsStored ?? 0,
       reconnects: this.reconnects,
     };
-    this.logger.info('wal archiver stopped', { flushedLsn: formatLsn(result.flushedLsn), timeline: result.timeline });
+    this.logger.info('wal archiver stopped', {
+      flushedLsn: formatLsn(result.flushedLsn),
+      timeline: result.timeline,
+    });
     return result;
   }
 

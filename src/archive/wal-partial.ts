@@ -35,7 +35,10 @@ export interface PartialAssemblyPlan {
 }
 
 /** Pure: which objects make up the durable prefix of a partial segment. */
-export function planPartialAssembly(objects: readonly { key: string; size: number }[], segmentName: string): PartialAssemblyPlan {
+export function planPartialAssembly(
+  objects: readonly { key: string; size: number }[],
+  segmentName: string,
+): PartialAssemblyPlan {
   const pieces: PartialPiece[] = [];
   const allKeys: string[] = [];
   for (const o of objects) {
@@ -65,7 +68,11 @@ async function readInto(stream: Readable, target: Buffer, offset: number, key: s
     const chunk = raw as Buffer;
     if (pos + chunk.length > target.length) {
       stream.destroy();
-      throw new IntegrityError('INTEGRITY_WAL_INVALID', `partial wal object ${key} extends beyond the segment size`, { key });
+      throw new IntegrityError(
+        'INTEGRITY_WAL_INVALID',
+        `partial wal object ${key} extends beyond the segment size`,
+        { key },
+      );
     }
     chunk.copy(target, pos);
     pos += chunk.length;
@@ -100,7 +107,11 @@ export async function readArchivedPartial(
   for (const p of plan.pieces) {
     const got = await readInto(await storage.get(p.key), buf, p.offset, p.key);
     if (got !== p.size) {
-      throw new IntegrityError('INTEGRITY_WAL_INVALID', `partial wal object ${p.key} has ${got} bytes, listed ${p.size}`, { key: p.key });
+      throw new IntegrityError(
+        'INTEGRITY_WAL_INVALID',
+        `partial wal object ${p.key} has ${got} bytes, listed ${p.size}`,
+        { key: p.key },
+      );
     }
   }
   return { bytes: buf.subarray(0, plan.durableBytes), keys: plan.allKeys };

@@ -17,7 +17,15 @@
  * retry cannot fix (access denied, invalid key, missing bucket), which fail the writer.
  */
 import { createHash } from 'node:crypto';
-import { AbortError, ConfigError, IntegrityError, PgarkError, ReplicationError, StorageError, isPgarkError } from '../errors';
+import {
+  AbortError,
+  ConfigError,
+  IntegrityError,
+  PgarkError,
+  ReplicationError,
+  StorageError,
+  isPgarkError,
+} from '../errors';
 import { formatLsn, lsnToSegmentNumber, segmentStartLsn, walFileName, type Lsn } from '../lsn';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import type { Storage } from '../storage/storage';
@@ -73,7 +81,13 @@ export interface WalWriterCounters {
 const NON_RETRYABLE = new Set(['STORAGE_ACCESS_DENIED', 'STORAGE_INVALID_KEY', 'STORAGE_BUCKET_NOT_FOUND']);
 
 export class WalSegmentWriter {
-  readonly counters: WalWriterCounters = { segmentsStored: 0, segmentsAlreadyPresent: 0, partialFlushes: 0, bytesStored: 0, storageRetries: 0 };
+  readonly counters: WalWriterCounters = {
+    segmentsStored: 0,
+    segmentsAlreadyPresent: 0,
+    partialFlushes: 0,
+    bytesStored: 0,
+    storageRetries: 0,
+  };
   private readonly o: WalSegmentWriterOptions;
   private current: Segment | undefined;
   /**
@@ -135,7 +149,8 @@ export class WalSegmentWriter {
     await this.idle();
     this.throwIfFailed();
     const segSize = this.o.segmentSize;
-    if (segmentStart % BigInt(segSize) !== 0n) throw new ConfigError('CONFIG_INVALID_LSN', `segment start ${formatLsn(segmentStart)} is not aligned`);
+    if (segmentStart % BigInt(segSize) !== 0n)
+      throw new ConfigError('CONFIG_INVALID_LSN', `segment start ${formatLsn(segmentStart)} is not aligned`);
     this.timelineValue = timeline;
     const seg = this.newSegment(timeline, segmentStart);
     const existing = await this.retrying('list', walPartialKey(this.o.stanza, seg.name), () =>
@@ -162,7 +177,9 @@ export class WalSegmentWriter {
    * (stopped between a segment's last chunk and its upload); others are left alone. Run before
    * `begin`, for the segments other than the one the archiver resumes.
    */
-  async storeCompletedPartials(names: readonly { timeline: number; name: string; startLsn: Lsn }[]): Promise<number> {
+  async storeCompletedPartials(
+    names: readonly { timeline: number; name: string; startLsn: Lsn }[],
+  ): Promise<number> {
     let stored = 0;
     for (const n of names) {
       const seg = this.newSegment(n.timeline, n.startLsn);
@@ -193,7 +210,10 @@ export class WalSegmentWriter {
       let seg = this.current;
       if (!seg || pos < seg.startLsn || pos >= seg.startLsn + segSize) {
         if (seg) {
-          throw new ReplicationError('REPLICATION_WAL_GAP', `wal at ${formatLsn(pos)} does not belong to segment ${seg.name}`);
+          throw new ReplicationError(
+            'REPLICATION_WAL_GAP',
+            `wal at ${formatLsn(pos)} does not belong to segment ${seg.name}`,
+          );
         }
         // The previous segment completed: open the next one (waiting for room).
         await this.waitForSpace();
@@ -209,10 +229,14 @@ export class WalSegmentWriter {
         if (!piece.subarray(0, overlap).equals(seg.buf.subarray(segOff, segOff + overlap))) {
           const key = walPartialKey(this.o.stanza, seg.name);
           throw this.fail(
-            new IntegrityError('INTEGRITY_WAL_CONFLICT', `wal segment ${seg.name} in the repository differs from the server's at ${formatLsn(pos)}`, {
-              key,
-              hint: 'the repository holds WAL of another history of this cluster (split-brain?); archive into a new stanza',
-            }),
+            new IntegrityError(
+              'INTEGRITY_WAL_CONFLICT',
+              `wal segment ${seg.name} in the repository differs from the server's at ${formatLsn(pos)}`,
+              {
+                key,
+                hint: 'the repository holds WAL of another history of this cluster (split-brain?); archive into a new stanza',
+              },
+            ),
           );
         }
         if (n > overlap) piece.copy(seg.buf, segOff + overlap, overlap);
@@ -255,7 +279,12 @@ export class WalSegmentWriter {
       if (chunks.length) await this.retrying('delete', key, () => this.o.storage.delete(chunks));
       seg.partialKeys = [key];
       seg.compacted = true;
-      emit(this.o, { type: 'wal.partial.durable', walName: seg.name, key, flushedLsn: formatLsn(seg.startLsn + BigInt(seg.durable)) });
+      emit(this.o, {
+        type: 'wal.partial.durable',
+        walName: seg.name,
+        key,
+        flushedLsn: formatLsn(seg.startLsn + BigInt(seg.durable)),
+      });
     }
     if (!keepOpen) {
       this.current = undefined;
@@ -296,7 +325,9 @@ export class WalSegmentWriter {
   private start(): void {
     if (this.loop) return;
     this.loop = this.run().catch((e: unknown) => {
-      this.fail(isPgarkError(e) ? e : new StorageError('STORAGE_IO', `wal writer failed: ${String(e)}`, { cause: e }));
+      this.fail(
+        isPgarkError(e) ? e : new StorageError('STORAGE_IO', `wal writer failed: ${String(e)}`, { cause: e }),
+      );
     });
     if (!this.o.synchronous) {
       this.timer = setInterval(() => this.kick(), Math.max(50, Math.floor(this.o.flushIntervalMs / 2)));
@@ -340,7 +371,12 @@ export class WalSegmentWriter {
   }
 
   private isIdle(): boolean {
-    return !this.busy && !this.uploading && this.completed.length === 0 && (!this.current || this.current.filled === this.current.durable || !this.forceFlush);
+    return (
+      !this.busy &&
+      !this.uploading &&
+      this.completed.length === 0 &&
+      (!this.current || this.current.filled === this.current.durable || !this.forceFlush)
+    );
   }
 
   private tailDue(seg: Segment): boolean {
@@ -355,7 +391,9 @@ export class WalSegmentWriter {
       // Synchronous mode: a completed segment's last bytes become durable as a chunk first (small
       // and quick), so the flush position passes the segment boundary without waiting for the
       // whole segment's upload; the uploader then stores it under its own name in the background.
-      const unchunked = this.o.synchronous ? this.completed.find((s) => s.durable < this.o.segmentSize) : undefined;
+      const unchunked = this.o.synchronous
+        ? this.completed.find((s) => s.durable < this.o.segmentSize)
+        : undefined;
       if (unchunked) {
         this.busy = true;
         await this.storeChunk(unchunked);
@@ -399,7 +437,11 @@ export class WalSegmentWriter {
       },
       (e: unknown) => {
         this.uploading = undefined;
-        this.fail(isPgarkError(e) ? e : new StorageError('STORAGE_IO', `wal upload failed: ${String(e)}`, { cause: e }));
+        this.fail(
+          isPgarkError(e)
+            ? e
+            : new StorageError('STORAGE_IO', `wal upload failed: ${String(e)}`, { cause: e }),
+        );
         this.kick();
       },
     );
@@ -428,14 +470,21 @@ export class WalSegmentWriter {
     if (!seg.partialKeys.includes(key)) seg.partialKeys.push(key);
     this.counters.partialFlushes++;
     this.counters.bytesStored += body.length;
-    emit(this.o, { type: 'wal.partial.durable', walName: seg.name, key, flushedLsn: formatLsn(seg.startLsn + BigInt(to)) });
+    emit(this.o, {
+      type: 'wal.partial.durable',
+      walName: seg.name,
+      key,
+      flushedLsn: formatLsn(seg.startLsn + BigInt(to)),
+    });
   }
 
   private async storeComplete(seg: Segment): Promise<void> {
     const key = walSegmentKey(this.o.stanza, seg.name);
     const body = seg.buf;
     try {
-      await this.retrying('put', key, () => this.o.storage.put(key, body, { ifAbsent: true, contentLength: body.length }));
+      await this.retrying('put', key, () =>
+        this.o.storage.put(key, body, { ifAbsent: true, contentLength: body.length }),
+      );
       this.counters.segmentsStored++;
       this.counters.bytesStored += body.length;
     } catch (e) {
@@ -448,12 +497,16 @@ export class WalSegmentWriter {
         return h.digest('hex');
       });
       if (ours !== theirs) {
-        throw new IntegrityError('INTEGRITY_WAL_CONFLICT', `wal segment ${seg.name} already exists in the repository with different content`, {
-          key,
-          expected: ours,
-          actual: theirs,
-          hint: 'two histories of this cluster write into one stanza (split-brain?); archive the new primary into a new stanza',
-        });
+        throw new IntegrityError(
+          'INTEGRITY_WAL_CONFLICT',
+          `wal segment ${seg.name} already exists in the repository with different content`,
+          {
+            key,
+            expected: ours,
+            actual: theirs,
+            hint: 'two histories of this cluster write into one stanza (split-brain?); archive the new primary into a new stanza',
+          },
+        );
       }
       this.counters.segmentsAlreadyPresent++;
     }
@@ -463,7 +516,12 @@ export class WalSegmentWriter {
       await this.retrying('delete', keys[0]!, () => this.o.storage.delete(keys));
       seg.partialKeys = [];
     }
-    emit(this.o, { type: 'wal.segment.durable', walName: seg.name, key, flushedLsn: formatLsn(seg.startLsn + BigInt(this.o.segmentSize)) });
+    emit(this.o, {
+      type: 'wal.segment.durable',
+      walName: seg.name,
+      key,
+      flushedLsn: formatLsn(seg.startLsn + BigInt(this.o.segmentSize)),
+    });
   }
 
   /** Runs a storage call, retrying with exponential backoff while the failure may be transient. */
@@ -474,20 +532,40 @@ export class WalSegmentWriter {
       try {
         return await fn();
       } catch (e) {
-        const retryable = e instanceof StorageError && e.code !== 'STORAGE_CONFLICT' && !NON_RETRYABLE.has(e.code);
+        const retryable =
+          e instanceof StorageError && e.code !== 'STORAGE_CONFLICT' && !NON_RETRYABLE.has(e.code);
         if (!retryable || this.closed) throw e;
         const delayMs = Math.min(max, initial * 2 ** Math.min(attempt - 1, 16));
         this.counters.storageRetries++;
-        emit(this.o, { type: 'storage.retry', operation, key, attempt, delayMs, code: e.code, ...(e.httpStatus ? { httpStatus: e.httpStatus } : {}) });
-        (this.o.logger ?? noopLogger).warn('wal storage call failed, retrying', { operation, key, attempt, delayMs, code: e.code });
+        emit(this.o, {
+          type: 'storage.retry',
+          operation,
+          key,
+          attempt,
+          delayMs,
+          code: e.code,
+          ...(e.httpStatus ? { httpStatus: e.httpStatus } : {}),
+        });
+        (this.o.logger ?? noopLogger).warn('wal storage call failed, retrying', {
+          operation,
+          key,
+          attempt,
+          delayMs,
+          code: e.code,
+        });
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, delayMs);
-          this.abort.signal.addEventListener('abort', () => {
-            clearTimeout(t);
-            resolve();
-          }, { once: true });
+          this.abort.signal.addEventListener(
+            'abort',
+            () => {
+              clearTimeout(t);
+              resolve();
+            },
+            { once: true },
+          );
         });
-        if (this.closed) throw new AbortError(`wal storage ${operation} of ${key} abandoned on close`, { cause: e });
+        if (this.closed)
+          throw new AbortError(`wal storage ${operation} of ${key} abandoned on close`, { cause: e });
       }
     }
   }

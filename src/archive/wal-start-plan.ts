@@ -66,7 +66,12 @@ export function planWalStart(input: WalStartPlanInput): WalStartPlan {
 
   if (best) {
     if (best.complete) {
-      return { startLsn: segmentStartLsn(best.segno + 1n, segmentSize), timeline: best.timeline, source: 'repository-segment', staleKeys };
+      return {
+        startLsn: segmentStartLsn(best.segno + 1n, segmentSize),
+        timeline: best.timeline,
+        source: 'repository-segment',
+        staleKeys,
+      };
     }
     return {
       startLsn: segmentStartLsn(best.segno, segmentSize),
@@ -78,9 +83,19 @@ export function planWalStart(input: WalStartPlanInput): WalStartPlan {
   }
   const slot = input.slot;
   if (slot && slot.restartLsn !== null && slot.restartLsn !== 0n && slot.restartTimeline) {
-    return { startLsn: segmentStartOf(slot.restartLsn, segmentSize), timeline: slot.restartTimeline, source: 'slot', staleKeys };
+    return {
+      startLsn: segmentStartOf(slot.restartLsn, segmentSize),
+      timeline: slot.restartTimeline,
+      source: 'slot',
+      staleKeys,
+    };
   }
-  return { startLsn: segmentStartOf(input.server.xlogPos, segmentSize), timeline: input.server.timeline, source: 'server', staleKeys };
+  return {
+    startLsn: segmentStartOf(input.server.xlogPos, segmentSize),
+    timeline: input.server.timeline,
+    source: 'server',
+    staleKeys,
+  };
 }
 
 /** The segment number of an LSN, re-exported for the archiver's bookkeeping. */

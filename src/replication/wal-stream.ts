@@ -26,7 +26,11 @@ import { ConfigError, PgarkError, ProtocolError, ReplicationError } from '../err
 import { formatLsn, parseLsn, type Lsn } from '../lsn';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import { buildStandbyStatusUpdate, parseReplicationMessage } from '../protocol';
-import type { CommandEvent, CommandStream, ReplicationConnection } from '../connection/replication-connection';
+import type {
+  CommandEvent,
+  CommandStream,
+  ReplicationConnection,
+} from '../connection/replication-connection';
 import { buildStartReplicationCommand } from './start-replication-command';
 
 export interface WalStreamOptions extends ObserveOptions {
@@ -124,7 +128,8 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
   static async start(options: WalStreamOptions): Promise<WalStream> {
     const sql = buildStartReplicationCommand(options);
     const interval = options.statusIntervalMs ?? WAL_STREAM_DEFAULTS.statusIntervalMs;
-    if (!(interval > 0)) throw new ConfigError('CONFIG_INVALID_OPTION', `statusIntervalMs must be > 0 (got ${interval})`);
+    if (!(interval > 0))
+      throw new ConfigError('CONFIG_INVALID_OPTION', `statusIntervalMs must be > 0 (got ${interval})`);
     const cmd = options.connection.copyBoth(sql);
     const stream = new WalStream(options, cmd);
     let first: IteratorResult<CommandEvent, undefined>;
@@ -212,7 +217,8 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<WalStreamEvent> {
-    if (this.iterating) throw new ConfigError('CONFIG_INVALID_OPTION', 'a wal stream can be iterated only once');
+    if (this.iterating)
+      throw new ConfigError('CONFIG_INVALID_OPTION', 'a wal stream can be iterated only once');
     this.iterating = true;
     return this.events();
   }
@@ -274,7 +280,10 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
           case 'copyBothStart':
             break;
           default:
-            throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', `unexpected ${ev.type} during START_REPLICATION`);
+            throw new ProtocolError(
+              'PROTOCOL_UNEXPECTED_MESSAGE',
+              `unexpected ${ev.type} during START_REPLICATION`,
+            );
         }
       }
       await this.sendChain;
@@ -306,7 +315,13 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
         toTimeline: nextTimeline,
         switchLsn: formatLsn(nextStartLsn),
       });
-      return { reason: 'end-of-timeline', timeline: this.timeline, nextTimeline, nextStartLsn, receivedLsn: this.received };
+      return {
+        reason: 'end-of-timeline',
+        timeline: this.timeline,
+        nextTimeline,
+        nextStartLsn,
+        receivedLsn: this.received,
+      };
     }
     if (this.stopRequested) return { reason: 'stopped', receivedLsn: this.received };
     return { reason: 'server-ended', receivedLsn: this.received };
@@ -366,18 +381,26 @@ function mapStreamError(e: unknown, o: WalStreamOptions): unknown {
   const opts = { cause: e, sqlstate: se.sqlstate, ...(o.slot ? { slotName: o.slot } : {}) };
   // walsender.c StartReplication / slot.c ReplicationSlotAcquire; WalSndSegmentOpen (xlogreader).
   if (se.sqlstate === '42704' || /replication slot .* does not exist/.test(msg)) {
-    return new ReplicationError('REPLICATION_SLOT_NOT_FOUND', msg, { ...opts, hint: 'create the slot first (createSlot option / --create-slot)' });
+    return new ReplicationError('REPLICATION_SLOT_NOT_FOUND', msg, {
+      ...opts,
+      hint: 'create the slot first (createSlot option / --create-slot)',
+    });
   }
   if (se.sqlstate === '55006' || /is active for PID/.test(msg)) {
     return new ReplicationError('REPLICATION_SLOT_IN_USE', msg, opts);
   }
   if (/has already been removed/.test(msg)) {
-    return new ReplicationError('REPLICATION_WAL_REMOVED', msg, { ...opts, hint: 'use a replication slot so the server keeps the WAL the archive still needs' });
+    return new ReplicationError('REPLICATION_WAL_REMOVED', msg, {
+      ...opts,
+      hint: 'use a replication slot so the server keeps the WAL the archive still needs',
+    });
   }
   if (/not in this server's history|timeline .* is not|invalid timeline/i.test(msg)) {
     return new ReplicationError('REPLICATION_TIMELINE_MISMATCH', msg, opts);
   }
-  if (/cannot use a logical replication slot|cannot be used with a logical|logical replication slot/i.test(msg)) {
+  if (
+    /cannot use a logical replication slot|cannot be used with a logical|logical replication slot/i.test(msg)
+  ) {
     return new ReplicationError('REPLICATION_SLOT_INVALID', msg, opts);
   }
   return e;

@@ -104,7 +104,8 @@ export function recoveryTargetKind(t: RecoveryTarget): 'time' | 'lsn' | 'xid' | 
 
 /** A Date as PostgreSQL reads it unambiguously: ISO 8601 with milliseconds and `+00`. */
 export function formatTargetTime(d: Date): string {
-  if (Number.isNaN(d.getTime())) throw new ConfigError('CONFIG_INVALID_OPTION', 'invalid recovery target time');
+  if (Number.isNaN(d.getTime()))
+    throw new ConfigError('CONFIG_INVALID_OPTION', 'invalid recovery target time');
   return d.toISOString().replace('T', ' ').replace('Z', '+00');
 }
 
@@ -112,9 +113,13 @@ export function formatTargetTime(d: Date): string {
 export function parseTargetTime(t: Date | string): Date {
   const d = t instanceof Date ? t : new Date(t);
   if (Number.isNaN(d.getTime())) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', `invalid recovery target time ${JSON.stringify(String(t))}`, {
-      hint: 'use an ISO 8601 timestamp with a time zone, e.g. 2026-01-31T12:00:00Z',
-    });
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      `invalid recovery target time ${JSON.stringify(String(t))}`,
+      {
+        hint: 'use an ISO 8601 timestamp with a time zone, e.g. 2026-01-31T12:00:00Z',
+      },
+    );
   }
   return d;
 }
@@ -167,24 +172,34 @@ function timelineValue(tl: RecoveryTimeline): string {
  */
 export function buildRecoveryConfig(input: RecoveryConfigInput): RecoveryConfig {
   if (!Number.isInteger(input.major) || input.major < 12) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', `recovery settings for postgresql ${input.major} are not supported (12 or later)`);
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      `recovery settings for postgresql ${input.major} are not supported (12 or later)`,
+    );
   }
   const settings: [string, string][] = [];
   if (input.restoreCommand !== undefined) settings.push(['restore_command', input.restoreCommand]);
   const r = input.recovery ?? {};
   if (input.standby) {
     if (r.target) {
-      throw new ConfigError('CONFIG_INVALID_OPTION', 'a standby follows its primary: it takes no recovery target');
+      throw new ConfigError(
+        'CONFIG_INVALID_OPTION',
+        'a standby follows its primary: it takes no recovery target',
+      );
     }
     settings.push(['primary_conninfo', input.standby.primaryConninfo]);
-    if (input.standby.primarySlotName !== undefined) settings.push(['primary_slot_name', input.standby.primarySlotName]);
+    if (input.standby.primarySlotName !== undefined)
+      settings.push(['primary_slot_name', input.standby.primarySlotName]);
   }
   if (r.target) {
     settings.push(targetSetting(r.target));
     // recovery_target_inclusive has no meaning for 'immediate' and 'name' (xlogrecovery.c recoveryStopsBefore/After).
     const kind = recoveryTargetKind(r.target);
     if (kind === 'time' || kind === 'lsn' || kind === 'xid') {
-      settings.push(['recovery_target_inclusive', (r.inclusive ?? RECOVERY_DEFAULTS.inclusive) ? 'on' : 'off']);
+      settings.push([
+        'recovery_target_inclusive',
+        (r.inclusive ?? RECOVERY_DEFAULTS.inclusive) ? 'on' : 'off',
+      ]);
     }
     settings.push(['recovery_target_action', r.action ?? RECOVERY_DEFAULTS.action]);
   } else if (r.action !== undefined && r.action !== 'promote') {
@@ -196,7 +211,8 @@ export function buildRecoveryConfig(input: RecoveryConfigInput): RecoveryConfig 
   }
   const lines = ['', '# recovery settings written by pgark restore'];
   for (const [k, v] of settings) {
-    if (!SETTING_NAME.test(k)) throw new ConfigError('CONFIG_INVALID_OPTION', `invalid setting name ${JSON.stringify(k)}`);
+    if (!SETTING_NAME.test(k))
+      throw new ConfigError('CONFIG_INVALID_OPTION', `invalid setting name ${JSON.stringify(k)}`);
     lines.push(`${k} = ${quoteConfigValue(v)}`);
   }
   return {
@@ -239,12 +255,25 @@ export interface ArchiveFetchCommandInput {
  */
 export function archiveFetchCommand(i: ArchiveFetchCommandInput): string {
   if (/^s3:\/\/[^/]*:[^/]*@/.test(i.repo)) {
-    throw new ConfigError('CONFIG_INVALID_LOCATION', 'a repository location for restore_command must not carry credentials');
+    throw new ConfigError(
+      'CONFIG_INVALID_LOCATION',
+      'a repository location for restore_command must not carry credentials',
+    );
   }
   // PostgreSQL replaces %f, %p, %r and %% in restore_command (shell_restore.c → replace_percent_placeholders):
   // a literal % in a path must be doubled.
   const w = (s: string): string => shellWord(s).replaceAll('%', '%%');
-  const words = [w(i.nodePath), w(i.cliPath), 'archive-fetch', '%f', '%p', '--repo', w(i.repo), '--stanza', w(i.stanza)];
+  const words = [
+    w(i.nodePath),
+    w(i.cliPath),
+    'archive-fetch',
+    '%f',
+    '%p',
+    '--repo',
+    w(i.repo),
+    '--stanza',
+    w(i.stanza),
+  ];
   if (i.s3Endpoint) words.push('--s3-endpoint', w(i.s3Endpoint));
   if (i.s3Region) words.push('--s3-region', w(i.s3Region));
   if (i.s3PathStyle) words.push('--s3-path-style');

@@ -21,7 +21,12 @@
  */
 import { RestoreError } from '../errors';
 import { formatLsn, parseLsn, segmentStartLsn, walFileName, lsnToSegmentNumber, type Lsn } from '../lsn';
-import { parseTargetTime, recoveryTargetKind, type RecoveryTarget, type RecoveryTimeline } from './recovery-config';
+import {
+  parseTargetTime,
+  recoveryTargetKind,
+  type RecoveryTarget,
+  type RecoveryTimeline,
+} from './recovery-config';
 
 /** The parts of a catalog entry the planner reads. */
 export interface PlannerBackup {
@@ -95,7 +100,9 @@ export interface RestorePlan {
 
 /** Groups whole segments into contiguous runs per timeline (sorted by timeline, then position). */
 export function walRanges(segments: PlannerSegment[], walSegmentSize: number): WalRange[] {
-  const sorted = [...segments].sort((a, b) => a.timeline - b.timeline || (a.segno < b.segno ? -1 : a.segno > b.segno ? 1 : 0));
+  const sorted = [...segments].sort(
+    (a, b) => a.timeline - b.timeline || (a.segno < b.segno ? -1 : a.segno > b.segno ? 1 : 0),
+  );
   const out: WalRange[] = [];
   let cur: { timeline: number; first: bigint; last: bigint; time?: number } | undefined;
   const flush = (): void => {
@@ -138,7 +145,8 @@ export function recoverableEnd(
   const end = parseLsn(backup.endLsn);
   const endSeg = lsnToSegmentNumber(end, walSegmentSize);
   // With walMethod 'none' the backup's own WAL must come from the archive too.
-  const needFrom = backup.walMethod === 'none' ? lsnToSegmentNumber(parseLsn(backup.startLsn), walSegmentSize) : endSeg + 1n;
+  const needFrom =
+    backup.walMethod === 'none' ? lsnToSegmentNumber(parseLsn(backup.startLsn), walSegmentSize) : endSeg + 1n;
   let lsn = backup.walMethod === 'none' ? -1n : end;
   let time: string | undefined = backup.walMethod === 'none' ? undefined : backup.finishedAt;
   for (const r of ranges) {
@@ -169,7 +177,13 @@ export function recoverableEnd(
 }
 
 function summary(b: PlannerBackup): BackupSummary {
-  return { backupId: b.backupId, timeline: b.endTimeline, startLsn: b.startLsn, endLsn: b.endLsn, finishedAt: b.finishedAt };
+  return {
+    backupId: b.backupId,
+    timeline: b.endTimeline,
+    startLsn: b.startLsn,
+    endLsn: b.endLsn,
+    finishedAt: b.finishedAt,
+  };
 }
 
 /** Slack for stores that report modification times in whole seconds (S3). */
@@ -184,10 +198,13 @@ const TIME_SLACK_MS = 1000;
  *   RestoreError RESTORE_BACKUP_NOT_FOUND when there is no backup, or not the one asked for.
  */
 export function planRestore(input: RestorePlanInput): RestorePlan {
-  const backups = [...input.backups].sort((a, b) => (a.backupId < b.backupId ? -1 : a.backupId > b.backupId ? 1 : 0));
+  const backups = [...input.backups].sort((a, b) =>
+    a.backupId < b.backupId ? -1 : a.backupId > b.backupId ? 1 : 0,
+  );
   const ranges = walRanges(input.segments, input.walSegmentSize);
   const detail = { backups: backups.map(summary), walRanges: ranges };
-  if (backups.length === 0) throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', 'the stanza has no complete backup');
+  if (backups.length === 0)
+    throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', 'the stanza has no complete backup');
   const tl = input.timeline ?? 'latest';
   const target = input.target;
   const kind = target ? recoveryTargetKind(target) : undefined;
@@ -220,8 +237,18 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
   let chosen: PlannerBackup | undefined;
   if (input.backupId !== undefined && input.backupId !== 'latest') {
     chosen = backups.find((b) => b.backupId === input.backupId);
-    if (!chosen) throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', `backup ${input.backupId} does not exist (or is not complete)`);
-  } else if (input.backupId === 'latest' || kind === undefined || kind === 'xid' || kind === 'name' || kind === 'immediate') {
+    if (!chosen)
+      throw new RestoreError(
+        'RESTORE_BACKUP_NOT_FOUND',
+        `backup ${input.backupId} does not exist (or is not complete)`,
+      );
+  } else if (
+    input.backupId === 'latest' ||
+    kind === undefined ||
+    kind === 'xid' ||
+    kind === 'name' ||
+    kind === 'immediate'
+  ) {
     chosen = [...backups].reverse().find(eligibleTl);
   } else {
     chosen = [...backups].reverse().find((b) => eligibleTl(b) && reaches(b) !== 'before');
@@ -232,24 +259,38 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
       });
     }
   }
-  if (!chosen) throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', `no backup on timeline ${String(tl)} or earlier`);
+  if (!chosen)
+    throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', `no backup on timeline ${String(tl)} or earlier`);
 
   const end = recoverableEnd(chosen, ranges, input.walSegmentSize, tl);
   if (end.lsn < 0n) {
-    throw new RecoveryTargetError(`backup ${chosen.backupId} carries no wal and the archive lacks the wal from its start`, detail);
+    throw new RecoveryTargetError(
+      `backup ${chosen.backupId} carries no wal and the archive lacks the wal from its start`,
+      detail,
+    );
   }
   const r = reaches(chosen);
   if (r === 'before') {
-    throw new RecoveryTargetError(`the recovery target (${describeTarget()}) lies before the end of backup ${chosen.backupId} (${chosen.endLsn}, ${chosen.finishedAt})`, {
-      ...detail,
-      hint: 'choose an older backup or a later target',
-    });
+    throw new RecoveryTargetError(
+      `the recovery target (${describeTarget()}) lies before the end of backup ${chosen.backupId} (${chosen.endLsn}, ${chosen.finishedAt})`,
+      {
+        ...detail,
+        hint: 'choose an older backup or a later target',
+      },
+    );
   }
   if (r === 'after') {
     throw new RecoveryTargetError(
       `the recovery target (${describeTarget()}) lies after the end of the archived wal reachable from backup ${chosen.backupId} (${formatLsn(end.lsn)}${end.time ? `, ${end.time}` : ''})`,
-      { ...detail, hint: 'wait until the wal is archived (pg_switch_wal() closes the current segment), or choose an earlier target' },
+      {
+        ...detail,
+        hint: 'wait until the wal is archived (pg_switch_wal() closes the current segment), or choose an earlier target',
+      },
     );
   }
-  return { backup: chosen, windowEnd: end.time ? { lsn: formatLsn(end.lsn), time: end.time } : { lsn: formatLsn(end.lsn) }, walRanges: ranges };
+  return {
+    backup: chosen,
+    windowEnd: end.time ? { lsn: formatLsn(end.lsn), time: end.time } : { lsn: formatLsn(end.lsn) },
+    walRanges: ranges,
+  };
 }

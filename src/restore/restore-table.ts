@@ -33,8 +33,10 @@ import { buildTableDdl, parseTableName, quoteIdent, readTableDefinition } from '
 // "Dynamic require ... is not supported"; createRequire works in both builds.
 const requireModule: NodeRequire = createRequire((import.meta as { url?: string }).url ?? __filename);
 const loadPg = (): typeof pg => requireModule('pg') as typeof pg;
-const copyTo = (text: string): ReturnType<typeof PgCopyStreams.to> => (requireModule('pg-copy-streams') as typeof PgCopyStreams).to(text);
-const copyFrom = (text: string): ReturnType<typeof PgCopyStreams.from> => (requireModule('pg-copy-streams') as typeof PgCopyStreams).from(text);
+const copyTo = (text: string): ReturnType<typeof PgCopyStreams.to> =>
+  (requireModule('pg-copy-streams') as typeof PgCopyStreams).to(text);
+const copyFrom = (text: string): ReturnType<typeof PgCopyStreams.from> =>
+  (requireModule('pg-copy-streams') as typeof PgCopyStreams).from(text);
 
 export interface RestoreTableOptions extends ObserveOptions {
   storage: Storage;
@@ -87,7 +89,11 @@ export interface RestoreTableResult {
   durationMs: number;
 }
 
-async function connectScratch(scratch: ScratchCluster, database: string, users: string[]): Promise<pg.Client> {
+async function connectScratch(
+  scratch: ScratchCluster,
+  database: string,
+  users: string[],
+): Promise<pg.Client> {
   let last: unknown;
   for (const user of users) {
     const c = new (loadPg().Client)({ host: scratch.socketDir, port: scratch.port, user, database });
@@ -102,13 +108,22 @@ async function connectScratch(scratch: ScratchCluster, database: string, users: 
       if ((e as { code?: string }).code !== '28000') break;
     }
   }
-  throw new RestoreError('RESTORE_SERVER_FAILED', `cannot connect to the scratch server (database ${database}): ${(last as Error)?.message ?? 'unknown'}`, {
-    cause: last,
-    hint: 'pass superuser (a superuser role of the backed-up cluster) or database',
-  });
+  throw new RestoreError(
+    'RESTORE_SERVER_FAILED',
+    `cannot connect to the scratch server (database ${database}): ${(last as Error)?.message ?? 'unknown'}`,
+    {
+      cause: last,
+      hint: 'pass superuser (a superuser role of the backed-up cluster) or database',
+    },
+  );
 }
 
-async function waitForPromotion(client: pg.Client, scratch: ScratchCluster, signal: AbortSignal | undefined, timeoutMs: number): Promise<void> {
+async function waitForPromotion(
+  client: pg.Client,
+  scratch: ScratchCluster,
+  signal: AbortSignal | undefined,
+  timeoutMs: number,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     throwIfAborted(signal, 'table restore');
@@ -123,9 +138,13 @@ async function waitForPromotion(client: pg.Client, scratch: ScratchCluster, sign
     if (!scratch.isRunning() || Date.now() > until) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new RestoreError('RESTORE_SERVER_FAILED', `the scratch server did not finish recovery: ${scratch.logTail().trim().split('\n').slice(-5).join(' | ')}`, {
-    hint: `its log is ${scratch.logFile} (removed with the scratch directory)`,
-  });
+  throw new RestoreError(
+    'RESTORE_SERVER_FAILED',
+    `the scratch server did not finish recovery: ${scratch.logTail().trim().split('\n').slice(-5).join(' | ')}`,
+    {
+      hint: `its log is ${scratch.logFile} (removed with the scratch directory)`,
+    },
+  );
 }
 
 /**
@@ -165,21 +184,31 @@ export async function restoreTable(options: RestoreTableOptions): Promise<Restor
   const user = resolveServerUser(options.serverUser ? { name: options.serverUser } : {});
 
   // The target first: a wrong conninfo should fail before minutes of restoring.
-  const target = new (loadPg().Client)(typeof options.target === 'string' ? { connectionString: options.target } : options.target);
+  const target = new (loadPg().Client)(
+    typeof options.target === 'string' ? { connectionString: options.target } : options.target,
+  );
   target.on('error', () => undefined);
   await target.connect();
   let scratch: ScratchCluster | undefined;
   const root = join(resolve(options.scratchDir ?? tmpdir()), `pgark-table-${randomBytes(6).toString('hex')}`);
   let scratchClient: pg.Client | undefined;
   try {
-    const targetDb = (await target.query<{ db: string; u: string }>('SELECT current_database() AS db, current_user AS u')).rows[0]!;
+    const targetDb = (
+      await target.query<{ db: string; u: string }>('SELECT current_database() AS db, current_user AS u')
+    ).rows[0]!;
     const dest = options.as ? parseTableName(options.as, source.schema) : source;
     const qDest = `${quoteIdent(dest.schema)}.${quoteIdent(dest.name)}`;
-    const exists = (await target.query<{ r: string | null }>('SELECT to_regclass($1)::text AS r', [qDest])).rows[0]!.r !== null;
+    const exists =
+      (await target.query<{ r: string | null }>('SELECT to_regclass($1)::text AS r', [qDest])).rows[0]!.r !==
+      null;
     if (options.as && exists) {
-      throw new RestoreError('RESTORE_TABLE_EXISTS', `table ${dest.schema}.${dest.name} already exists in the target database`, {
-        hint: 'choose another name, or restore into the existing table without --as (with --truncate)',
-      });
+      throw new RestoreError(
+        'RESTORE_TABLE_EXISTS',
+        `table ${dest.schema}.${dest.name} already exists in the target database`,
+        {
+          hint: 'choose another name, or restore into the existing table without --as (with --truncate)',
+        },
+      );
     }
 
     await mkdir(root, { recursive: true, mode: 0o700 });
@@ -212,10 +241,16 @@ export async function restoreTable(options: RestoreTableOptions): Promise<Restor
       ...(options.serverEnv ? { env: options.serverEnv } : {}),
     });
     const database = options.database ?? targetDb.db;
-    scratchClient = await connectScratch(scratch, database, [...new Set([options.superuser ?? 'postgres', targetDb.u])]);
+    scratchClient = await connectScratch(scratch, database, [
+      ...new Set([options.superuser ?? 'postgres', targetDb.u]),
+    ]);
     await waitForPromotion(scratchClient, scratch, signal, 3_600_000);
 
-    const def = await readTableDefinition((sql, params) => scratchClient!.query(sql, params as unknown[]), source.schema, source.name);
+    const def = await readTableDefinition(
+      (sql, params) => scratchClient!.query(sql, params as unknown[]),
+      source.schema,
+      source.name,
+    );
     const ddl = buildTableDdl(def, dest);
     const create = !exists;
     await target.query('BEGIN');
@@ -243,7 +278,10 @@ export async function restoreTable(options: RestoreTableOptions): Promise<Restor
       throw e;
     }
   } catch (e) {
-    logger.warn('table restore failed', { table: options.table, error: isPgarkError(e) ? e.code : String(e) });
+    logger.warn('table restore failed', {
+      table: options.table,
+      error: isPgarkError(e) ? e.code : String(e),
+    });
     throw e;
   } finally {
     await scratchClient?.end().catch(() => undefined);

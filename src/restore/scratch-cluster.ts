@@ -61,10 +61,14 @@ export function binariesForMajor(major: number, binDir?: string): ServerBinaries
     try {
       return findServerBinaries({ major, binDir, strict: true });
     } catch (e) {
-      throw new RestoreError('RESTORE_VERSION_MISMATCH', `the server binaries in ${binDir} are not postgresql ${major}, the backup's major version`, {
-        cause: e,
-        hint: `pass the bin directory of a postgresql ${major} installation`,
-      });
+      throw new RestoreError(
+        'RESTORE_VERSION_MISMATCH',
+        `the server binaries in ${binDir} are not postgresql ${major}, the backup's major version`,
+        {
+          cause: e,
+          hint: `pass the bin directory of a postgresql ${major} installation`,
+        },
+      );
     }
   }
   return findServerBinaries({ major });
@@ -91,7 +95,14 @@ export async function startScratchCluster(o: ScratchClusterOptions): Promise<Scr
     logTail: () => readLogTail(logFile),
     async close(removeDirs: string[] = []) {
       try {
-        await stopServer({ binaries: o.binaries, user: o.user, dataDir: o.dataDir, mode: 'immediate', logFile, timeoutMs: 60_000 });
+        await stopServer({
+          binaries: o.binaries,
+          user: o.user,
+          dataDir: o.dataDir,
+          mode: 'immediate',
+          logFile,
+          timeoutMs: 60_000,
+        });
       } catch {
         /* removal below still runs; a server that will not stop keeps its directory busy, nothing else */
       }

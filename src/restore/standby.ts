@@ -5,7 +5,10 @@
  * connection. The standby's own settings (standby.signal, primary_conninfo, primary_slot_name) are
  * written by restoreBackup through ./recovery-config.
  */
-import { ReplicationConnection, type ReplicationConnectionOptions } from '../connection/replication-connection';
+import {
+  ReplicationConnection,
+  type ReplicationConnectionOptions,
+} from '../connection/replication-connection';
 import { isPgarkError } from '../errors';
 import { createReplicationSlot } from '../replication/replication-slots';
 
@@ -17,7 +20,10 @@ import { createReplicationSlot } from '../replication/replication-slots';
  * @throws ConfigError CONFIG_INVALID_SLOT_NAME; ConnectionError; PostgresServerError (e.g. 53400
  *   max_replication_slots reached).
  */
-export async function createStandbySlot(connection: ReplicationConnectionOptions, slotName: string): Promise<boolean> {
+export async function createStandbySlot(
+  connection: ReplicationConnectionOptions,
+  slotName: string,
+): Promise<boolean> {
   const conn = await ReplicationConnection.connect(connection);
   try {
     await createReplicationSlot(conn, { name: slotName, reserveWal: true });

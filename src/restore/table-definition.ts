@@ -80,16 +80,24 @@ export function parseTableName(text: string, defaultSchema = 'public'): { schema
     if (m[3] === '') break;
   }
   if (pos !== text.length || parts.length < 1 || parts.length > 2) {
-    throw new RestoreError('RESTORE_TABLE_NOT_FOUND', `invalid table name ${JSON.stringify(text)}`, { hint: 'use schema.name or name' });
+    throw new RestoreError('RESTORE_TABLE_NOT_FOUND', `invalid table name ${JSON.stringify(text)}`, {
+      hint: 'use schema.name or name',
+    });
   }
-  return parts.length === 2 ? { schema: parts[0]!, name: parts[1]! } : { schema: defaultSchema, name: parts[0]! };
+  return parts.length === 2
+    ? { schema: parts[0]!, name: parts[1]! }
+    : { schema: defaultSchema, name: parts[0]! };
 }
 
 /**
  * Reads a table's definition. The connection's search_path is set to '' for the session.
  * @throws RestoreError RESTORE_TABLE_NOT_FOUND when no ordinary table of that name exists.
  */
-export async function readTableDefinition(query: CatalogQuery, schema: string, name: string): Promise<TableDefinition> {
+export async function readTableDefinition(
+  query: CatalogQuery,
+  schema: string,
+  name: string,
+): Promise<TableDefinition> {
   await query(`SET search_path = ''`);
   const rel = (
     await query(
@@ -101,14 +109,22 @@ export async function readTableDefinition(query: CatalogQuery, schema: string, n
     )
   ).rows[0] as { oid: string; relkind: string; persistence: string; qualified: string } | undefined;
   if (!rel) {
-    throw new RestoreError('RESTORE_TABLE_NOT_FOUND', `table ${schema}.${name} does not exist in the restored cluster at the recovery target`, {
-      hint: 'check the name, the database and the recovery target',
-    });
+    throw new RestoreError(
+      'RESTORE_TABLE_NOT_FOUND',
+      `table ${schema}.${name} does not exist in the restored cluster at the recovery target`,
+      {
+        hint: 'check the name, the database and the recovery target',
+      },
+    );
   }
   if (rel.relkind !== 'r') {
-    throw new RestoreError('RESTORE_TABLE_NOT_FOUND', `${schema}.${name} is not an ordinary table (relkind ${rel.relkind})`, {
-      hint: 'table restore handles ordinary tables; restore each partition by its own name',
-    });
+    throw new RestoreError(
+      'RESTORE_TABLE_NOT_FOUND',
+      `${schema}.${name} is not an ordinary table (relkind ${rel.relkind})`,
+      {
+        hint: 'table restore handles ordinary tables; restore each partition by its own name',
+      },
+    );
   }
   const oid = rel.oid;
   const cols = (
@@ -126,11 +142,20 @@ export async function readTableDefinition(query: CatalogQuery, schema: string, n
         ORDER BY a.attnum`,
       [oid],
     )
-  ).rows as { name: string; type: string; notnull: boolean; expr: string | null; identity: string; generated: string; collation: string | null }[];
+  ).rows as {
+    name: string;
+    type: string;
+    notnull: boolean;
+    expr: string | null;
+    identity: string;
+    generated: string;
+    collation: string | null;
+  }[];
   const columns: ColumnDefinition[] = cols.map((c) => {
     const col: ColumnDefinition = { name: c.name, type: c.type, notNull: c.notnull };
     if (c.identity === 'a' || c.identity === 'd') col.identity = c.identity;
-    if ((c.generated === 's' || c.generated === 'v') && c.expr !== null) col.generated = { kind: c.generated, expression: c.expr };
+    if ((c.generated === 's' || c.generated === 'v') && c.expr !== null)
+      col.generated = { kind: c.generated, expression: c.expr };
     else if (c.expr !== null && !col.identity) col.default = c.expr;
     if (c.collation) col.collation = c.collation;
     return col;
@@ -168,10 +193,24 @@ export async function readTableDefinition(query: CatalogQuery, schema: string, n
         ORDER BY a.attnum`,
       [oid],
     )
-  ).rows as { name: string; column: string; kind: string; type: string; inc: string; min: string; max: string; start: string; cache: string; cycle: boolean }[];
+  ).rows as {
+    name: string;
+    column: string;
+    kind: string;
+    type: string;
+    inc: string;
+    min: string;
+    max: string;
+    start: string;
+    cache: string;
+    cycle: boolean;
+  }[];
   const sequences: OwnedSequence[] = [];
   for (const s of seqs) {
-    const v = (await query(`SELECT last_value::text AS v, is_called AS c FROM ${s.name}`)).rows[0] as { v: string; c: boolean };
+    const v = (await query(`SELECT last_value::text AS v, is_called AS c FROM ${s.name}`)).rows[0] as {
+      v: string;
+      c: boolean;
+    };
     sequences.push({
       name: s.name,
       column: s.column,
@@ -187,7 +226,9 @@ export async function readTableDefinition(query: CatalogQuery, schema: string, n
     qualified: rel.qualified,
     unlogged: rel.persistence === 'u',
     columns,
-    constraints: cons.filter((c) => c.type !== 'f').map((c) => ({ name: c.name, type: c.type as 'p' | 'u' | 'c' | 'x', definition: c.def })),
+    constraints: cons
+      .filter((c) => c.type !== 'f')
+      .map((c) => ({ name: c.name, type: c.type as 'p' | 'u' | 'c' | 'x', definition: c.def })),
     indexes: indexes.map((i) => ({ name: i.name, definition: i.def })),
     sequences,
     skipped: cons.filter((c) => c.type === 'f').map((c) => `foreign key ${c.name}: ${c.def}`),
@@ -215,7 +256,9 @@ export function buildTableDdl(def: TableDefinition, target: { schema: string; na
   const after: string[] = [];
   const seqRename = new Map<string, string>();
   for (const s of def.sequences) {
-    const newName = renamed ? `${quoteIdent(target.schema)}.${quoteIdent(`${target.name}_${s.column}_seq`.substring(0, 63))}` : s.name;
+    const newName = renamed
+      ? `${quoteIdent(target.schema)}.${quoteIdent(`${target.name}_${s.column}_seq`.substring(0, 63))}`
+      : s.name;
     if (s.kind === 'a') {
       seqRename.set(s.name, newName);
       create.push(`CREATE SEQUENCE IF NOT EXISTS ${newName} ${s.options}`);
@@ -224,7 +267,8 @@ export function buildTableDdl(def: TableDefinition, target: { schema: string; na
   const colSql = def.columns.map((c) => {
     let sql = `${quoteIdent(c.name)} ${c.type}`;
     if (c.collation) sql += ` COLLATE ${c.collation}`;
-    if (c.generated) sql += ` GENERATED ALWAYS AS (${c.generated.expression}) ${c.generated.kind === 's' ? 'STORED' : 'VIRTUAL'}`;
+    if (c.generated)
+      sql += ` GENERATED ALWAYS AS (${c.generated.expression}) ${c.generated.kind === 's' ? 'STORED' : 'VIRTUAL'}`;
     if (c.identity) {
       const s = def.sequences.find((x) => x.kind === 'i' && x.column === c.name);
       // The sequence type follows the column's; the other options are kept.
@@ -232,17 +276,25 @@ export function buildTableDdl(def: TableDefinition, target: { schema: string; na
     }
     if (c.default !== undefined) {
       let d = c.default;
-      for (const [from, to] of seqRename) d = d.split(`nextval(${quoteLiteral(from)}::regclass)`).join(`nextval(${quoteLiteral(to)}::regclass)`);
+      for (const [from, to] of seqRename)
+        d = d
+          .split(`nextval(${quoteLiteral(from)}::regclass)`)
+          .join(`nextval(${quoteLiteral(to)}::regclass)`);
       sql += ` DEFAULT ${d}`;
     }
     if (c.notNull && !c.identity) sql += ' NOT NULL';
     return sql;
   });
-  const conSql = def.constraints.map((c) => (renamed ? c.definition : `CONSTRAINT ${c.name} ${c.definition}`));
-  create.push(`CREATE ${def.unlogged ? 'UNLOGGED ' : ''}TABLE ${qTarget} (\n  ${[...colSql, ...conSql].join(',\n  ')}\n)`);
+  const conSql = def.constraints.map((c) =>
+    renamed ? c.definition : `CONSTRAINT ${c.name} ${c.definition}`,
+  );
+  create.push(
+    `CREATE ${def.unlogged ? 'UNLOGGED ' : ''}TABLE ${qTarget} (\n  ${[...colSql, ...conSql].join(',\n  ')}\n)`,
+  );
   for (const i of def.indexes) {
     let sql = i.definition.replace(` ON ${def.qualified} USING `, ` ON ${qTarget} USING `);
-    if (renamed) sql = sql.replace(/^CREATE (UNIQUE )?INDEX (?:"(?:[^"]|"")+"|\S+) ON /, 'CREATE $1INDEX ON ');
+    if (renamed)
+      sql = sql.replace(/^CREATE (UNIQUE )?INDEX (?:"(?:[^"]|"")+"|\S+) ON /, 'CREATE $1INDEX ON ');
     create.push(sql);
   }
   for (const s of def.sequences) {
@@ -251,7 +303,9 @@ export function buildTableDdl(def: TableDefinition, target: { schema: string; na
       create.push(`ALTER SEQUENCE ${name} OWNED BY ${qTarget}.${quoteIdent(s.column)}`);
       after.push(`SELECT setval(${quoteLiteral(name)}, ${s.lastValue}, ${s.isCalled})`);
     } else {
-      after.push(`SELECT setval(pg_get_serial_sequence(${quoteLiteral(qTarget)}, ${quoteLiteral(s.column)}), ${s.lastValue}, ${s.isCalled})`);
+      after.push(
+        `SELECT setval(pg_get_serial_sequence(${quoteLiteral(qTarget)}, ${quoteLiteral(s.column)}), ${s.lastValue}, ${s.isCalled})`,
+      );
     }
   }
   const copyColumns = def.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name));

@@ -8,7 +8,14 @@ import { spawn } from 'node:child_process';
 import { openSync, readFileSync, writeSync, closeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AbortError, ReplicationError, StorageError, listBackups, runBaseBackup, type PgarkEvent } from '../../src/index';
+import {
+  AbortError,
+  ReplicationError,
+  StorageError,
+  listBackups,
+  runBaseBackup,
+  type PgarkEvent,
+} from '../../src/index';
 import { createFsStorage } from '../../src/storage/fs-storage';
 import { createS3Storage } from '../../src/storage/s3-storage';
 import { startCluster, type TestCluster } from '../harness/postgres';
@@ -20,7 +27,10 @@ import { connectionOf, removeScratch, scratchDir } from '../integration/base-bac
 const CLI = resolve(import.meta.dirname, '../../src/cli/main.ts');
 const TSX = resolve(import.meta.dirname, '../../node_modules/.bin/tsx');
 
-async function allKeys(storage: { list(p: string): AsyncIterable<{ key: string }> }, prefix: string): Promise<string[]> {
+async function allKeys(
+  storage: { list(p: string): AsyncIterable<{ key: string }> },
+  prefix: string,
+): Promise<string[]> {
   const out: string[] = [];
   for await (const o of storage.list(prefix)) out.push(o.key);
   return out;
@@ -56,7 +66,10 @@ describe('base backup faults', () => {
           if (bytes > 4 * 1024 * 1024) ac.abort();
         }
       },
-    }).then(() => undefined, (e: unknown) => e);
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(AbortError);
     expect(bytes).toBeGreaterThan(0);
     expect(await listBackups({ storage })).toEqual([]);
@@ -67,10 +80,24 @@ describe('base backup faults', () => {
     const repo = scratchDir('bb-kill');
     scratches.push(repo);
     const root = join(repo, 'r');
-    const child = spawn(TSX, [CLI, 'backup', '--repo', root, '--fast', '-r', '4M', '-d', `host=127.0.0.1 port=${cluster.port} user=${cluster.replicationUser.user} sslmode=disable`], {
-      env: { ...process.env, PGPASSWORD: cluster.replicationUser.password },
-      stdio: 'ignore',
-    });
+    const child = spawn(
+      TSX,
+      [
+        CLI,
+        'backup',
+        '--repo',
+        root,
+        '--fast',
+        '-r',
+        '4M',
+        '-d',
+        `host=127.0.0.1 port=${cluster.port} user=${cluster.replicationUser.user} sslmode=disable`,
+      ],
+      {
+        env: { ...process.env, PGPASSWORD: cluster.replicationUser.password },
+        stdio: 'ignore',
+      },
+    );
     const storage = createFsStorage({ root });
     // Wait until the archive is being written, then SIGKILL.
     for (let i = 0; i < 300; i++) {
@@ -98,10 +125,22 @@ describe('base backup faults', () => {
     });
 
     it('a storage failure mid-archive aborts the multipart upload and fails the backup', async () => {
-      const storage = createS3Storage({ ...bucket.storageOptions, partSizeBytes: 5 * 1024 * 1024, maxAttempts: 1 });
+      const storage = createS3Storage({
+        ...bucket.storageOptions,
+        partSizeBytes: 5 * 1024 * 1024,
+        maxAttempts: 1,
+      });
       try {
         proxy.failNext({ match: isUploadPartNumber(3), count: 10 });
-        const err = await runBaseBackup({ connection: connectionOf(cluster), storage, checkpoint: 'fast', wal: 'fetch' }).then(() => undefined, (e: unknown) => e);
+        const err = await runBaseBackup({
+          connection: connectionOf(cluster),
+          storage,
+          checkpoint: 'fast',
+          wal: 'fetch',
+        }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
         expect(err).toBeInstanceOf(StorageError);
         expect(proxy.injectedCount()).toBeGreaterThan(0);
         expect(await bucket.openUploads()).toBe(0);
@@ -114,9 +153,13 @@ describe('base backup faults', () => {
   });
 
   it('a page checksum failure reported after the data fails the backup (XX001), nothing visible', async () => {
-    await cluster.query('CREATE TABLE corrupt_me AS SELECT g AS id, repeat(md5(g::text), 10) AS t FROM generate_series(1, 20000) g');
+    await cluster.query(
+      'CREATE TABLE corrupt_me AS SELECT g AS id, repeat(md5(g::text), 10) AS t FROM generate_series(1, 20000) g',
+    );
     await cluster.query('CHECKPOINT');
-    const [{ path }] = (await cluster.query<{ path: string }>(`SELECT pg_relation_filepath('corrupt_me') AS path`)) as [{ path: string }];
+    const [{ path }] = (await cluster.query<{ path: string }>(
+      `SELECT pg_relation_filepath('corrupt_me') AS path`,
+    )) as [{ path: string }];
     // Scribble into the middle of block 2 (not its header): the page's checksum no longer matches.
     const file = join(cluster.dataDir, path);
     const fd = openSync(file, 'r+');
@@ -126,7 +169,15 @@ describe('base backup faults', () => {
     const repo = scratchDir('bb-xx001');
     scratches.push(repo);
     const storage = createFsStorage({ root: join(repo, 'r') });
-    const err = await runBaseBackup({ connection: connectionOf(cluster), storage, checkpoint: 'fast', wal: 'none' }).then(() => undefined, (e: unknown) => e);
+    const err = await runBaseBackup({
+      connection: connectionOf(cluster),
+      storage,
+      checkpoint: 'fast',
+      wal: 'none',
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ReplicationError);
     expect((err as ReplicationError).code).toBe('REPLICATION_BACKUP_FAILED');
     expect((err as ReplicationError).sqlstate).toBe('XX001');

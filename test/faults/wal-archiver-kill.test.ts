@@ -38,12 +38,17 @@ describe('wal archiver killed with SIGKILL (PG15, fs)', () => {
       statusIntervalMs: 300,
     };
     const slotVsRepo = async (): Promise<void> => {
-      const [slot] = await cluster.query<{ restart_lsn: string | null }>("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'pgark_kill'");
+      const [slot] = await cluster.query<{ restart_lsn: string | null }>(
+        "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'pgark_kill'",
+      );
       if (!slot?.restart_lsn) return;
       const restart = parseLsn(slot.restart_lsn);
       const check = await checkArchive(storage, 'main', join(cluster.dataDir, 'pg_wal'), 1);
       if (check.durableEnd === 0n) return; // nothing archived yet: the slot holds what it reserved
-      expect(restart, `restart_lsn ${formatLsn(restart)} vs repository ${formatLsn(check.durableEnd)}`).toBeLessThanOrEqual(check.durableEnd);
+      expect(
+        restart,
+        `restart_lsn ${formatLsn(restart)} vs repository ${formatLsn(check.durableEnd)}`,
+      ).toBeLessThanOrEqual(check.durableEnd);
     };
     const load = await writeLoad(cluster, { ms: 1, rowsPerInsert: 100 });
     let kills = 0;
@@ -52,7 +57,10 @@ describe('wal archiver killed with SIGKILL (PG15, fs)', () => {
         const p = spawnArchiver(config);
         const until = Date.now() + 1500 + Math.floor(Math.random() * 3000);
         while (Date.now() < until) {
-          if (round % 2 === 0) await cluster.query("INSERT INTO write_load (v) SELECT repeat(md5(g::text), 10) FROM generate_series(1, 5000) g");
+          if (round % 2 === 0)
+            await cluster.query(
+              'INSERT INTO write_load (v) SELECT repeat(md5(g::text), 10) FROM generate_series(1, 5000) g',
+            );
           await slotVsRepo();
           await sleep(200);
         }
@@ -64,7 +72,9 @@ describe('wal archiver killed with SIGKILL (PG15, fs)', () => {
     } finally {
       await load.stop();
     }
-    const [{ lsn }] = (await cluster.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')) as [{ lsn: string }];
+    const [{ lsn }] = (await cluster.query<{ lsn: string }>(
+      'SELECT pg_current_wal_flush_lsn()::text AS lsn',
+    )) as [{ lsn: string }];
     const target = parseLsn(lsn);
     const p = spawnArchiver(config);
     const deadline = Date.now() + 90_000;
@@ -72,7 +82,9 @@ describe('wal archiver killed with SIGKILL (PG15, fs)', () => {
       if (Date.now() > deadline) {
         p.kill('SIGKILL');
         await p.exited;
-        throw new Error(`archiver did not reach ${formatLsn(target)} (at ${formatLsn(p.flushedLsn())}); last events ${JSON.stringify(p.events.slice(-8))}`);
+        throw new Error(
+          `archiver did not reach ${formatLsn(target)} (at ${formatLsn(p.flushedLsn())}); last events ${JSON.stringify(p.events.slice(-8))}`,
+        );
       }
       await sleep(100);
     }

@@ -4,7 +4,14 @@
  * either `fsRoot` or `s3` storage options). Every event is written to stdout as one JSON line;
  * SIGTERM stops it cleanly (exit 0), and the final result is printed as `{"type":"result",…}`.
  */
-import { startWalArchiver, createFsStorage, createS3Storage, formatLsn, type ReplicationConnectionOptions, type S3StorageOptions } from '../../src/index';
+import {
+  startWalArchiver,
+  createFsStorage,
+  createS3Storage,
+  formatLsn,
+  type ReplicationConnectionOptions,
+  type S3StorageOptions,
+} from '../../src/index';
 
 interface ChildConfig {
   connection: ReplicationConnectionOptions;

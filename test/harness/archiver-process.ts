@@ -17,11 +17,15 @@ export interface ArchiverProcess {
 
 export function spawnArchiver(config: Record<string, unknown>): ArchiverProcess {
   // node itself with tsx's loader (not the tsx wrapper): SIGKILL must hit the archiver's own process.
-  const child = spawn(process.execPath, ['--import', 'tsx', resolve(ROOT, 'test/harness/archiver-child.ts')], {
-    cwd: ROOT,
-    env: { ...process.env, PGARK_ARCHIVER_CHILD: JSON.stringify(config) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', resolve(ROOT, 'test/harness/archiver-child.ts')],
+    {
+      cwd: ROOT,
+      env: { ...process.env, PGARK_ARCHIVER_CHILD: JSON.stringify(config) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const events: Record<string, unknown>[] = [];
   let flushed: Lsn = 0n;
   let buf = '';

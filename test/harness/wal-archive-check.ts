@@ -27,7 +27,13 @@ async function readAll(storage: Storage, key: string): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-export async function checkArchive(storage: Storage, stanza: string, pgWalDir: string, timeline: number, segSize = 16 * 1024 * 1024): Promise<ArchiveCheck> {
+export async function checkArchive(
+  storage: Storage,
+  stanza: string,
+  pgWalDir: string,
+  timeline: number,
+  segSize = 16 * 1024 * 1024,
+): Promise<ArchiveCheck> {
   const segs: string[] = [];
   const partials = new Set<string>();
   for await (const o of storage.list(walPrefix(stanza))) {
@@ -46,7 +52,9 @@ export async function checkArchive(storage: Storage, stanza: string, pgWalDir: s
     const onDisk = join(pgWalDir, name);
     if (existsSync(onDisk)) {
       const a = createHash('sha256').update(readFileSync(onDisk)).digest('hex');
-      const b = createHash('sha256').update(await readAll(storage, `stanzas/${stanza}/wal/${name.substring(0, 8)}/${name}`)).digest('hex');
+      const b = createHash('sha256')
+        .update(await readAll(storage, `stanzas/${stanza}/wal/${name.substring(0, 8)}/${name}`))
+        .digest('hex');
       out.compared++;
       if (a !== b) out.mismatches.push(name);
     }

@@ -11,7 +11,16 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
@@ -36,7 +45,8 @@ let cliDir: string;
 let cli: string;
 
 beforeAll(async () => {
-  if (!existsSync(PG_BASEBACKUP)) throw new Error(`${PG_BASEBACKUP} missing: apt-get install postgresql-client-15`);
+  if (!existsSync(PG_BASEBACKUP))
+    throw new Error(`${PG_BASEBACKUP} missing: apt-get install postgresql-client-15`);
   cliDir = join(REPO_ROOT, '.tmp', `archive-command-${process.pid}-${randomBytes(3).toString('hex')}`);
   mkdirSync(cliDir, { recursive: true });
   cli = join(cliDir, 'cli.mjs');
@@ -94,7 +104,11 @@ async function s3Repo(): Promise<Repo> {
     storage,
     args: `--repo s3://${bucket.bucket}/pg --s3-endpoint ${s3.endpoint} --stanza ${STANZA}`,
     // Only in the server's environment: never in postgresql.conf or on the command line.
-    env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region },
+    env: {
+      AWS_ACCESS_KEY_ID: s3.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      AWS_REGION: s3.region,
+    },
     async cleanup() {
       await storage.close();
       await bucket.cleanup();
@@ -112,7 +126,10 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   }
 }
 
-async function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stderr: string }> {
+async function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stderr: string }> {
   try {
     const r = await run(process.execPath, [cli, ...args], { env: { ...process.env, ...env } });
     return { code: 0, stderr: r.stderr };
@@ -150,34 +167,63 @@ async function scenario(repo: Repo): Promise<void> {
     mkdirSync(socketDir);
     await run(
       PG_BASEBACKUP,
-      ['-h', '127.0.0.1', '-p', String(source.port), '-U', source.replicationUser.user, '-D', dataDir, '-X', 'none', '-c', 'fast', '-Fp'],
+      [
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(source.port),
+        '-U',
+        source.replicationUser.user,
+        '-D',
+        dataDir,
+        '-X',
+        'none',
+        '-c',
+        'fast',
+        '-Fp',
+      ],
       { env: { ...process.env, PGPASSWORD: source.replicationUser.password } },
     );
 
     await source.query(`INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1500) g`);
-    const walfile = (await source.query<{ walfile: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS walfile'))[0]!.walfile;
+    const walfile = (
+      await source.query<{ walfile: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS walfile')
+    )[0]!.walfile;
     await waitFor('the switched segment to be archived', async () => {
       const [s] = await source!.query<{ last: string | null; failed: string }>(
         'SELECT last_archived_wal AS last, failed_count::text AS failed FROM pg_stat_archiver',
       );
       return s && s.last !== null && s.last >= walfile ? true : undefined;
     });
-    const archiver = await source.query<{ failed: string }>('SELECT failed_count::text AS failed FROM pg_stat_archiver');
+    const archiver = await source.query<{ failed: string }>(
+      'SELECT failed_count::text AS failed FROM pg_stat_archiver',
+    );
     expect(archiver[0]!.failed).toBe('0');
 
     // What arrived: segments up to the switched one, and the .backup file of the base backup.
     const stanza = await (await openRepository(repo.storage)).openStanza(STANZA);
     expect(stanza.info.pgMajor).toBe(15);
-    const control = await source.query<{ sysid: string }>('SELECT system_identifier::text AS sysid FROM pg_control_system()');
+    const control = await source.query<{ sysid: string }>(
+      'SELECT system_identifier::text AS sysid FROM pg_control_system()',
+    );
     expect(stanza.info.systemIdentifier).toBe(control[0]!.sysid);
     const kinds = new Map<string, string[]>();
     for await (const o of stanza.listWal()) {
       const k = o.parsed.kind;
-      kinds.set(k, [...(kinds.get(k) ?? []), 'walName' in o.parsed ? o.parsed.walName : 'fileName' in o.parsed ? o.parsed.fileName : String(o.parsed.timeline)]);
+      kinds.set(k, [
+        ...(kinds.get(k) ?? []),
+        'walName' in o.parsed
+          ? o.parsed.walName
+          : 'fileName' in o.parsed
+            ? o.parsed.fileName
+            : String(o.parsed.timeline),
+      ]);
     }
     expect(kinds.get('wal-segment')).toContain(walfile);
     expect(kinds.get('wal-backup-history')?.length).toBe(1);
-    expect(await repo.storage.head(walBackupHistoryKey(STANZA, kinds.get('wal-backup-history')![0]!))).toBeDefined();
+    expect(
+      await repo.storage.head(walBackupHistoryKey(STANZA, kinds.get('wal-backup-history')![0]!)),
+    ).toBeDefined();
     await source.stop('fast');
 
     // Recovery of the backup through restore_command only.
@@ -206,23 +252,30 @@ async function scenario(repo: Repo): Promise<void> {
         const r = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
         return r.rows[0]!.r ? undefined : true;
       });
-      const rows = await client.query<{ phase: string; n: string }>('SELECT phase, count(*)::text AS n FROM t GROUP BY phase ORDER BY phase');
+      const rows = await client.query<{ phase: string; n: string }>(
+        'SELECT phase, count(*)::text AS n FROM t GROUP BY phase ORDER BY phase',
+      );
       expect(rows.rows).toEqual([
         { phase: 'after', n: '500' },
         { phase: 'before', n: '1000' },
       ]);
-      const tli = await client.query<{ tli: number }>('SELECT timeline_id AS tli FROM pg_control_checkpoint()');
+      const tli = await client.query<{ tli: number }>(
+        'SELECT timeline_id AS tli FROM pg_control_checkpoint()',
+      );
       expect(tli.rows[0]!.tli).toBe(2);
     } finally {
       await client.end().catch(() => undefined);
     }
     // The promoted copy archives its new timeline's history file through archive-push.
-    await waitFor('00000002.history in the repository', async () => ((await repo.storage.head(walHistoryKey(STANZA, 2))) ? true : undefined));
+    await waitFor('00000002.history in the repository', async () =>
+      (await repo.storage.head(walHistoryKey(STANZA, 2))) ? true : undefined,
+    );
     const log = readFileSync(logFile, 'utf8');
     expect(log).not.toMatch(/pgark: error/);
     expect(log).not.toMatch(/INTEGRITY_|STORAGE_/);
   } finally {
-    if (restoredStarted && binaries) await stopServer({ binaries, user, dataDir, mode: 'immediate' }).catch(() => undefined);
+    if (restoredStarted && binaries)
+      await stopServer({ binaries, user, dataDir, mode: 'immediate' }).catch(() => undefined);
     rmSync(restoreRoot, { recursive: true, force: true });
     await source?.destroy();
   }
@@ -256,7 +309,8 @@ async function duplicatesAndFetchChecks(repo: Repo): Promise<void> {
   try {
     const stanza = await (await openRepository(repo.storage)).openStanza(STANZA);
     const segments: string[] = [];
-    for await (const o of stanza.listWal({ timeline: 1 })) if (o.parsed.kind === 'wal-segment') segments.push(o.parsed.walName);
+    for await (const o of stanza.listWal({ timeline: 1 }))
+      if (o.parsed.kind === 'wal-segment') segments.push(o.parsed.walName);
     segments.sort();
     expect(segments.length).toBeGreaterThanOrEqual(3);
     const first = segments[0]!;
@@ -268,7 +322,9 @@ async function duplicatesAndFetchChecks(repo: Repo): Promise<void> {
     copyFileSync(stored, join(same, first));
     const again = await archivePush({ storage: repo.storage, stanza: STANZA, walPath: join(same, first) });
     expect(again.alreadyArchived).toBe(true);
-    expect((await runCli(['archive-push', join(same, first), '--repo', repo.dir!, '--stanza', STANZA])).code).toBe(0);
+    expect(
+      (await runCli(['archive-push', join(same, first), '--repo', repo.dir!, '--stanza', STANZA])).code,
+    ).toBe(0);
 
     // Different bytes under the same name: refused, typed error, exit non-zero.
     const other = join(work, 'other');
@@ -276,40 +332,87 @@ async function duplicatesAndFetchChecks(repo: Repo): Promise<void> {
     const bytes = readFileSync(stored);
     bytes[8192 * 3 + 100] = bytes[8192 * 3 + 100]! ^ 0xff; // inside a page body: headers stay valid
     writeFileSync(join(other, first), bytes);
-    const err = await archivePush({ storage: repo.storage, stanza: STANZA, walPath: join(other, first) }).catch((e: unknown) => e);
+    const err = await archivePush({
+      storage: repo.storage,
+      stanza: STANZA,
+      walPath: join(other, first),
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(IntegrityError);
     expect((err as IntegrityError).code).toBe('INTEGRITY_WAL_CONFLICT');
-    expect((await runCli(['archive-push', join(other, first), '--repo', repo.dir!, '--stanza', STANZA])).code).toBe(1);
+    expect(
+      (await runCli(['archive-push', join(other, first), '--repo', repo.dir!, '--stanza', STANZA])).code,
+    ).toBe(1);
     // The archived copy is untouched.
     expect(readFileSync(stored).equals(bytes)).toBe(false);
 
     // Prefetch: the first fetch spools the next segments, the second is served from the spool.
     const dest = join(work, 'pg_wal');
     mkdirSync(dest);
-    const f1 = await archiveFetch({ storage: repo.storage, stanza: STANZA, walName: segments[0]!, destPath: join(dest, 'RECOVERYXLOG'), prefetch: 4 });
+    const f1 = await archiveFetch({
+      storage: repo.storage,
+      stanza: STANZA,
+      walName: segments[0]!,
+      destPath: join(dest, 'RECOVERYXLOG'),
+      prefetch: 4,
+    });
     expect(f1).toMatchObject({ found: true, fromSpool: false });
     expect(f1.prefetched).toBe(Math.min(4, segments.length - 1));
     expect(readFileSync(join(dest, 'RECOVERYXLOG')).equals(readFileSync(stored))).toBe(true);
-    const f2 = await archiveFetch({ storage: repo.storage, stanza: STANZA, walName: segments[1]!, destPath: join(dest, 'RECOVERYXLOG'), prefetch: 4 });
+    const f2 = await archiveFetch({
+      storage: repo.storage,
+      stanza: STANZA,
+      walName: segments[1]!,
+      destPath: join(dest, 'RECOVERYXLOG'),
+      prefetch: 4,
+    });
     expect(f2).toMatchObject({ found: true, fromSpool: true });
     const stored2 = join(repo.dir!, ...walSegmentKey(STANZA, segments[1]!).split('/'));
     expect(readFileSync(join(dest, 'RECOVERYXLOG')).equals(readFileSync(stored2))).toBe(true);
     expect(readdirSync(dest).filter((n) => n.includes('pgark-tmp'))).toEqual([]);
 
     // Not found: exit 1; a timeline history that does not exist: exit 1.
-    expect((await runCli(['archive-fetch', '0000000100000000000000FE', join(dest, 'X'), '--repo', repo.dir!])).code).toBe(1);
-    expect((await runCli(['archive-fetch', '00000009.history', join(dest, 'X'), '--repo', repo.dir!])).code).toBe(1);
+    expect(
+      (await runCli(['archive-fetch', '0000000100000000000000FE', join(dest, 'X'), '--repo', repo.dir!]))
+        .code,
+    ).toBe(1);
+    expect(
+      (await runCli(['archive-fetch', '00000009.history', join(dest, 'X'), '--repo', repo.dir!])).code,
+    ).toBe(1);
     // Errors: exit 2 (or 255 with --fatal-errors): a repository that does not exist, a damaged segment.
-    expect((await runCli(['archive-fetch', segments[0]!, join(dest, 'X'), '--repo', join(work, 'nothing')])).code).toBe(2);
+    expect(
+      (await runCli(['archive-fetch', segments[0]!, join(dest, 'X'), '--repo', join(work, 'nothing')])).code,
+    ).toBe(2);
     const damaged = readFileSync(stored2);
     damaged.writeBigUInt64LE(0x1234000n, 8192 * 2 + 8); // page 2's xlp_pageaddr
     writeFileSync(stored2, damaged);
-    const bad = await archiveFetch({ storage: repo.storage, stanza: STANZA, walName: segments[1]!, destPath: join(dest, 'Y'), prefetch: 0 }).catch((e: unknown) => e);
+    const bad = await archiveFetch({
+      storage: repo.storage,
+      stanza: STANZA,
+      walName: segments[1]!,
+      destPath: join(dest, 'Y'),
+      prefetch: 0,
+    }).catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(IntegrityError);
     expect((bad as IntegrityError).code).toBe('INTEGRITY_WAL_INVALID');
     expect(existsSync(join(dest, 'Y'))).toBe(false);
-    expect((await runCli(['archive-fetch', segments[1]!, join(dest, 'Y'), '--repo', repo.dir!, '--prefetch', '0'])).code).toBe(2);
-    expect((await runCli(['archive-fetch', segments[1]!, join(dest, 'Y'), '--repo', repo.dir!, '--prefetch', '0', '--fatal-errors'])).code).toBe(255);
+    expect(
+      (await runCli(['archive-fetch', segments[1]!, join(dest, 'Y'), '--repo', repo.dir!, '--prefetch', '0']))
+        .code,
+    ).toBe(2);
+    expect(
+      (
+        await runCli([
+          'archive-fetch',
+          segments[1]!,
+          join(dest, 'Y'),
+          '--repo',
+          repo.dir!,
+          '--prefetch',
+          '0',
+          '--fatal-errors',
+        ])
+      ).code,
+    ).toBe(255);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

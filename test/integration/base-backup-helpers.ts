@@ -8,10 +8,22 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { expect } from 'vitest';
-import { runBaseBackup, restoreBackup, type RunBaseBackupOptions, type BaseBackupResult, type Storage } from '../../src/index';
+import {
+  runBaseBackup,
+  restoreBackup,
+  type RunBaseBackupOptions,
+  type BaseBackupResult,
+  type Storage,
+} from '../../src/index';
 import { chownTree, startServer, stopServer } from '../../src/local-server';
 import { TEST_ROOT, freePort, type TestCluster } from '../harness/postgres';
-import { DATASET_TABLES, TABLESPACE_TABLE, generateDataset, tableChecksums, writeLoad } from '../harness/datagen';
+import {
+  DATASET_TABLES,
+  TABLESPACE_TABLE,
+  generateDataset,
+  tableChecksums,
+  writeLoad,
+} from '../harness/datagen';
 
 export function scratchDir(stem: string): string {
   const dir = join(TEST_ROOT, `${stem}-${process.pid}-${randomBytes(4).toString('hex')}`);
@@ -69,18 +81,28 @@ export async function backupRestoreAndCompare(
   const rowsBefore = load.rows();
   let backup: BaseBackupResult;
   try {
-    backup = await runBaseBackup({ connection: connectionOf(cluster), storage, checkpoint: 'fast', label: 'it', ...backupOptions });
+    backup = await runBaseBackup({
+      connection: connectionOf(cluster),
+      storage,
+      checkpoint: 'fast',
+      label: 'it',
+      ...backupOptions,
+    });
   } finally {
     await load.stop();
   }
   const sourceSums = await tableChecksums((sql) => cluster.query(sql), prepared.tables);
-  const { max } = (await cluster.query<{ max: string }>('SELECT max(id)::text AS max FROM public.write_load'))[0]!;
+  const { max } = (
+    await cluster.query<{ max: string }>('SELECT max(id)::text AS max FROM public.write_load')
+  )[0]!;
 
   const scratch = scratchDir('bb-restore');
   const restoredDir = join(scratch, 'data');
   const remap = opts.remapTablespace ?? true;
   const newTs = join(scratch, 'ts');
-  const { oid } = (await cluster.query<{ oid: string }>(`SELECT oid::text FROM pg_tablespace WHERE spcname = 'datagen_ts'`))[0]!;
+  const { oid } = (
+    await cluster.query<{ oid: string }>(`SELECT oid::text FROM pg_tablespace WHERE spcname = 'datagen_ts'`)
+  )[0]!;
   chownTree(scratch, cluster.serverUser);
   if (opts.beforeRestore) await opts.beforeRestore();
   await restoreBackup({
@@ -104,21 +126,40 @@ export async function backupRestoreAndCompare(
     socketDir,
     logFile: join(scratch, 'server.log'),
   });
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: cluster.superuser.password, database: 'postgres' });
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    user: 'postgres',
+    password: cluster.superuser.password,
+    database: 'postgres',
+  });
   try {
     await client.connect();
     const restoredSums = await tableChecksums(async (sql) => (await client.query(sql)).rows, prepared.tables);
     expect(restoredSums).toEqual(sourceSums);
     expect(Object.keys(restoredSums)).toEqual(expect.arrayContaining([...DATASET_TABLES, TABLESPACE_TABLE]));
-    const [r] = (await client.query('SELECT count(*)::int AS n, coalesce(max(id), 0)::text AS max FROM public.write_load')).rows as [{ n: number; max: string }];
+    const [r] = (
+      await client.query(
+        'SELECT count(*)::int AS n, coalesce(max(id), 0)::text AS max FROM public.write_load',
+      )
+    ).rows as [{ n: number; max: string }];
     expect(r.n).toBeGreaterThanOrEqual(rowsBefore);
     expect(BigInt(r.max)).toBeLessThanOrEqual(BigInt(max));
     // The table was restored into the remapped tablespace directory.
-    const [loc] = (await client.query(`SELECT pg_tablespace_location(oid) AS l FROM pg_tablespace WHERE spcname = 'datagen_ts'`)).rows as [{ l: string }];
+    const [loc] = (
+      await client.query(
+        `SELECT pg_tablespace_location(oid) AS l FROM pg_tablespace WHERE spcname = 'datagen_ts'`,
+      )
+    ).rows as [{ l: string }];
     expect(loc.l).toBe(remap ? newTs : prepared.tablespaceDir);
   } finally {
     await client.end().catch(() => undefined);
-    await stopServer({ binaries: cluster.binaries, user: cluster.serverUser, dataDir: restoredDir, mode: 'fast' });
+    await stopServer({
+      binaries: cluster.binaries,
+      user: cluster.serverUser,
+      dataDir: restoredDir,
+      mode: 'fast',
+    });
   }
   return { backup, restoredDir, scratch };
 }

@@ -14,7 +14,13 @@ import { createFsStorage } from '../../src/storage/fs-storage';
 import { createS3Storage } from '../../src/storage/s3-storage';
 import { startCluster, type TestCluster } from '../harness/postgres';
 import { createTestBucket, type TestBucket } from '../harness/s3';
-import { backupRestoreAndCompare, prepareSource, removeScratch, scratchDir, type Prepared } from './base-backup-helpers';
+import {
+  backupRestoreAndCompare,
+  prepareSource,
+  removeScratch,
+  scratchDir,
+  type Prepared,
+} from './base-backup-helpers';
 
 const PG_VERIFYBACKUP = '/usr/lib/postgresql/15/bin/pg_verifybackup';
 
@@ -40,7 +46,9 @@ describe('base backup, debian PG15', () => {
         wal: 'fetch',
       });
       scratches.push(r.scratch);
-      expect(r.backup.entry.objects.map((o) => o.name)).toEqual(expect.arrayContaining(['base.tar.zst', 'backup_manifest']));
+      expect(r.backup.entry.objects.map((o) => o.name)).toEqual(
+        expect.arrayContaining(['base.tar.zst', 'backup_manifest']),
+      );
     });
   });
 

@@ -16,10 +16,7 @@ describe('authentication methods (PG16)', () => {
   beforeAll(async () => {
     cluster = await startCluster({
       major: 16,
-      hba: [
-        'host replication pw_user 127.0.0.1/32 password',
-        'host replication md5_user 127.0.0.1/32 md5',
-      ],
+      hba: ['host replication pw_user 127.0.0.1/32 password', 'host replication md5_user 127.0.0.1/32 md5'],
     });
     // md5 authentication needs an md5-hashed password (with a SCRAM verifier the server upgrades to SCRAM).
     await cluster.query(`SET password_encryption = 'md5'`);

@@ -12,7 +12,15 @@ import { restoreBackup } from '../../src/index';
 import { resolveServerUser } from '../../src/local-server';
 import { tableChecksums } from '../harness/datagen';
 import type { Major } from '../harness/postgres';
-import { archivingCluster, backup, bundleCli, makeRepo, restoredSlot, switchAndArchive, waitPromoted } from './restore-helpers';
+import {
+  archivingCluster,
+  backup,
+  bundleCli,
+  makeRepo,
+  restoredSlot,
+  switchAndArchive,
+  waitPromoted,
+} from './restore-helpers';
 
 const DIAGONAL: [Major, 'fs' | 's3'][] = [
   [14, 'fs'],
@@ -35,11 +43,17 @@ describe('full restore: backup + archived wal, every major', () => {
       const source = await archivingCluster(major, repo, cli.cli);
       const slot = restoredSlot(source.binaries, `full${major}`);
       try {
-        await source.query(`CREATE TABLE items (id bigint PRIMARY KEY, v text, at timestamptz DEFAULT now())`);
-        await source.query(`INSERT INTO items (id, v) SELECT g, md5(g::text) FROM generate_series(1, 20000) g`);
+        await source.query(
+          `CREATE TABLE items (id bigint PRIMARY KEY, v text, at timestamptz DEFAULT now())`,
+        );
+        await source.query(
+          `INSERT INTO items (id, v) SELECT g, md5(g::text) FROM generate_series(1, 20000) g`,
+        );
         await backup(source, repo);
         // After the backup: reach the restored copy only through the archive.
-        await source.query(`INSERT INTO items (id, v) SELECT g, md5(g::text) FROM generate_series(20001, 30000) g`);
+        await source.query(
+          `INSERT INTO items (id, v) SELECT g, md5(g::text) FROM generate_series(20001, 30000) g`,
+        );
         await source.query(`UPDATE items SET v = 'changed' WHERE id % 7 = 0`);
         await source.query(`DELETE FROM items WHERE id % 11 = 0`);
         await source.query(`CREATE TABLE later AS SELECT g AS id FROM generate_series(1, 500) g`);
@@ -48,7 +62,12 @@ describe('full restore: backup + archived wal, every major', () => {
         await source.stop();
 
         const user = resolveServerUser();
-        const r = await restoreBackup({ storage: repo.storage, targetDir: slot.dataDir, archive: { ...repo.spec, cliPath: cli.cli }, owner: { uid: user.uid, gid: user.gid } });
+        const r = await restoreBackup({
+          storage: repo.storage,
+          targetDir: slot.dataDir,
+          archive: { ...repo.spec, cliPath: cli.cli },
+          owner: { uid: user.uid, gid: user.gid },
+        });
         expect(r.signalFile).toBe('recovery.signal');
         expect(existsSync(join(slot.dataDir, 'backup_manifest'))).toBe(true);
         expect(statSync(slot.dataDir).mode & 0o777).toBe(0o700);
@@ -58,7 +77,10 @@ describe('full restore: backup + archived wal, every major', () => {
         await slot.start(repo.env);
         const c = await slot.client();
         await waitPromoted(c);
-        const got = await tableChecksums(async (sql) => (await c.query(sql)).rows, ['public.items', 'public.later']);
+        const got = await tableChecksums(
+          async (sql) => (await c.query(sql)).rows,
+          ['public.items', 'public.later'],
+        );
         expect(got).toEqual(expected);
       } finally {
         await slot.destroy();

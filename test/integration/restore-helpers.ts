@@ -11,7 +11,15 @@ import { build } from 'esbuild';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { runBaseBackup, type ArchiveFetchSpec, type BaseBackupResult, type Storage } from '../../src/index';
-import { chownTree, isServerRunning, resolveServerUser, shellQuote, startServer, stopServer, type ServerBinaries } from '../../src/local-server';
+import {
+  chownTree,
+  isServerRunning,
+  resolveServerUser,
+  shellQuote,
+  startServer,
+  stopServer,
+  type ServerBinaries,
+} from '../../src/local-server';
 import { createFsStorage } from '../../src/storage/fs-storage';
 import { createS3Storage } from '../../src/storage/s3-storage';
 import { freePort, startCluster, TEST_ROOT, type Major, type TestCluster } from '../harness/postgres';
@@ -25,7 +33,16 @@ export async function bundleCli(stem: string): Promise<{ cli: string; cleanup: (
   const dir = join(REPO_ROOT, '.tmp', `${stem}-${process.pid}-${randomBytes(3).toString('hex')}`);
   mkdirSync(dir, { recursive: true });
   const cli = join(dir, 'cli.mjs');
-  await build({ entryPoints: [join(REPO_ROOT, 'src/cli/main.ts')], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile: cli, logLevel: 'silent' });
+  await build({
+    entryPoints: [join(REPO_ROOT, 'src/cli/main.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    outfile: cli,
+    logLevel: 'silent',
+  });
   chmodSync(join(REPO_ROOT, '.tmp'), 0o755);
   chmodSync(dir, 0o755);
   chmodSync(cli, 0o644);
@@ -73,7 +90,11 @@ export async function makeRepo(kind: 'fs' | 's3'): Promise<TestRepo> {
     storage,
     spec: { repo: `s3://${bucket.bucket}/pg`, s3Endpoint: s3.endpoint },
     cliArgs: ['--repo', `s3://${bucket.bucket}/pg`, '--s3-endpoint', s3.endpoint, '--stanza', STANZA],
-    env: { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region },
+    env: {
+      AWS_ACCESS_KEY_ID: s3.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      AWS_REGION: s3.region,
+    },
     async cleanup() {
       await storage.close();
       await bucket.cleanup();
@@ -84,13 +105,21 @@ export async function makeRepo(kind: 'fs' | 's3'): Promise<TestRepo> {
 /** A source cluster that archives every segment through `pgark archive-push`. */
 export async function archivingCluster(major: Major, repo: TestRepo, cli: string): Promise<TestCluster> {
   const cmd = `${shellQuote(process.execPath)} ${shellQuote(cli)} archive-push %p ${repo.cliArgs.map(shellQuote).join(' ')}`;
-  const c = await startCluster({ major, settings: { archive_mode: 'on', archive_command: cmd, archive_timeout: '0' }, env: repo.env });
+  const c = await startCluster({
+    major,
+    settings: { archive_mode: 'on', archive_command: cmd, archive_timeout: '0' },
+    env: repo.env,
+  });
   // The first archived segment creates the repository and stanza as the server user (so it can write wal/ later).
   await switchAndArchive(c);
   return c;
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 90_000,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -105,7 +134,9 @@ export async function switchAndArchive(c: TestCluster): Promise<string> {
   await c.query('SELECT txid_current()'); // make sure the segment is not empty (a switch of an empty segment is a no-op)
   const walfile = (await c.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w'))[0]!.w;
   await waitFor(`archiving of ${walfile}`, async () => {
-    const [s] = await c.query<{ last: string | null; failed: string }>('SELECT last_archived_wal AS last, failed_count::text AS failed FROM pg_stat_archiver');
+    const [s] = await c.query<{ last: string | null; failed: string }>(
+      'SELECT last_archived_wal AS last, failed_count::text AS failed FROM pg_stat_archiver',
+    );
     if (s && Number(s.failed) > 0) throw new Error(`archive_command failed (${s.failed}); see ${c.logFile}`);
     return s?.last && s.last >= walfile ? true : undefined;
   });
@@ -114,7 +145,13 @@ export async function switchAndArchive(c: TestCluster): Promise<string> {
 
 export async function backup(c: TestCluster, repo: TestRepo): Promise<BaseBackupResult> {
   const r = await runBaseBackup({
-    connection: { host: c.host, port: c.port, user: c.replicationUser.user, password: c.replicationUser.password, ssl: 'disable' },
+    connection: {
+      host: c.host,
+      port: c.port,
+      user: c.replicationUser.user,
+      password: c.replicationUser.password,
+      ssl: 'disable',
+    },
     storage: repo.storage,
     stanza: STANZA,
     checkpoint: 'fast',
@@ -135,7 +172,10 @@ export interface Restored {
 }
 
 /** A directory for a restored cluster (dataDir does not exist yet), and how to start/stop it. */
-export function restoredSlot(binaries: ServerBinaries, stem = 'restored'): Restored & { start(env?: Record<string, string>): Promise<void> } {
+export function restoredSlot(
+  binaries: ServerBinaries,
+  stem = 'restored',
+): Restored & { start(env?: Record<string, string>): Promise<void> } {
   const dir = scratch(stem);
   const dataDir = join(dir, 'data');
   const socketDir = join(dir, 'sock');
@@ -180,5 +220,7 @@ export function restoredSlot(binaries: ServerBinaries, stem = 'restored'): Resto
 
 /** Waits until a promoted server has left recovery. */
 export async function waitPromoted(client: pg.Client): Promise<void> {
-  await waitFor('the end of recovery', async () => ((await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r ? undefined : true));
+  await waitFor('the end of recovery', async () =>
+    (await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r ? undefined : true,
+  );
 }

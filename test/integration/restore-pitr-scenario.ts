@@ -10,10 +10,25 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { RecoveryTargetError, restoreBackup, type BaseBackupResult, type RecoveryOptions } from '../../src/index';
+import {
+  RecoveryTargetError,
+  restoreBackup,
+  type BaseBackupResult,
+  type RecoveryOptions,
+} from '../../src/index';
 import { resolveServerUser } from '../../src/local-server';
 import type { Major, TestCluster } from '../harness/postgres';
-import { archivingCluster, backup, bundleCli, makeRepo, restoredSlot, switchAndArchive, waitFor, waitPromoted, type TestRepo } from './restore-helpers';
+import {
+  archivingCluster,
+  backup,
+  bundleCli,
+  makeRepo,
+  restoredSlot,
+  switchAndArchive,
+  waitFor,
+  waitPromoted,
+  type TestRepo,
+} from './restore-helpers';
 
 export function pitrScenario(major: Major, storageKind: 'fs' | 's3'): void {
   let cli: Awaited<ReturnType<typeof bundleCli>>;
@@ -39,7 +54,11 @@ export function pitrScenario(major: Major, storageKind: 'fs' | 's3'): void {
     marks.lsnAfterA = (await source.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
     await source.query(`SELECT pg_create_restore_point('before_b')`);
     await new Promise((r) => setTimeout(r, 600));
-    marks.time = (await source.query<{ t: string }>(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS t`))[0]!.t;
+    marks.time = (
+      await source.query<{ t: string }>(
+        `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS t`,
+      )
+    )[0]!.t;
     await new Promise((r) => setTimeout(r, 600));
     await source.query(`INSERT INTO t (phase) SELECT 'b' FROM generate_series(1, 5)`);
     await switchAndArchive(source);
@@ -70,7 +89,9 @@ export function pitrScenario(major: Major, storageKind: 'fs' | 's3'): void {
 
   async function phases(slot: ReturnType<typeof restoredSlot>): Promise<Record<string, number>> {
     const c = await slot.client();
-    const rows = (await c.query<{ phase: string; n: number }>('SELECT phase, count(*)::int AS n FROM t GROUP BY phase')).rows;
+    const rows = (
+      await c.query<{ phase: string; n: number }>('SELECT phase, count(*)::int AS n FROM t GROUP BY phase')
+    ).rows;
     return Object.fromEntries(rows.map((x) => [x.phase, x.n]));
   }
 
@@ -103,7 +124,11 @@ export function pitrScenario(major: Major, storageKind: 'fs' | 's3'): void {
     const { slot } = await restoreTo({ target: { name: 'before_b' }, action: 'pause' });
     await slot.start(repo.env);
     const c = await slot.client();
-    await waitFor('recovery to pause at the target', async () => ((await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s === 'paused' ? true : undefined));
+    await waitFor('recovery to pause at the target', async () =>
+      (await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s === 'paused'
+        ? true
+        : undefined,
+    );
     expect((await c.query('SELECT pg_is_in_recovery() AS r')).rows[0].r).toBe(true);
     expect(await phases(slot)).toEqual({ base: 100, a1: 10 });
     await slot.destroy();
@@ -111,7 +136,10 @@ export function pitrScenario(major: Major, storageKind: 'fs' | 's3'): void {
 
   it('immediate target with action shutdown: the server stops at consistency, recovery.signal kept', async () => {
     const { slot, r } = await restoreTo({ target: { immediate: true }, action: 'shutdown' });
-    expect(r.recoverySettings).toMatchObject({ recovery_target: 'immediate', recovery_target_action: 'shutdown' });
+    expect(r.recoverySettings).toMatchObject({
+      recovery_target: 'immediate',
+      recovery_target_action: 'shutdown',
+    });
     // pg_ctl -w may see the server go away before it accepts connections: either outcome is fine here.
     await slot.start(repo.env).catch(() => undefined);
     await waitFor('the server to shut down at the target', async () => (slot.running() ? undefined : true));
@@ -124,10 +152,19 @@ export function pitrScenario(major: Major, storageKind: 'fs' | 's3'): void {
   });
 
   it('refuses targets outside the window before writing anything', async () => {
-    for (const recovery of [{ target: { time: new Date(Date.parse(bb.entry.startedAt) - 3600_000) } }, { target: { lsn: '7F/0' } }, { target: { time: new Date(Date.now() + 3600_000) } }] as RecoveryOptions[]) {
+    for (const recovery of [
+      { target: { time: new Date(Date.parse(bb.entry.startedAt) - 3600_000) } },
+      { target: { lsn: '7F/0' } },
+      { target: { time: new Date(Date.now() + 3600_000) } },
+    ] as RecoveryOptions[]) {
       const slot = restoredSlot(source.binaries, `pitr${major}-refused`);
       slots.push(slot);
-      const e = await restoreBackup({ storage: repo.storage, targetDir: slot.dataDir, archive: { ...repo.spec, cliPath: cli.cli }, recovery }).then(
+      const e = await restoreBackup({
+        storage: repo.storage,
+        targetDir: slot.dataDir,
+        archive: { ...repo.spec, cliPath: cli.cli },
+        recovery,
+      }).then(
         () => undefined,
         (x: unknown) => x,
       );

@@ -4,16 +4,36 @@
  * (caught by its sha256 during the restore, typed error, the partial directory left marked
  * incomplete and refused until cleaned).
  */
-import { existsSync, mkdirSync, openSync, readSync, writeSync, closeSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  writeSync,
+  closeSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IntegrityError, RESTORE_INCOMPLETE_MARKER, RestoreError, restoreBackup, restoreTable, type BaseBackupResult } from '../../src/index';
+import {
+  IntegrityError,
+  RESTORE_INCOMPLETE_MARKER,
+  RestoreError,
+  restoreBackup,
+  restoreTable,
+  type BaseBackupResult,
+} from '../../src/index';
 import { backupArchiveKey, backupManifestKey } from '../../src/archive/repo-layout';
 import type { TestCluster } from '../harness/postgres';
 import { archivingCluster, backup, bundleCli, makeRepo, scratch, type TestRepo } from './restore-helpers';
 import { resolve } from 'node:path';
 
-const code = async (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e);
+const code = async (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
 
 describe('restore refusals (PG15)', () => {
   let cli: Awaited<ReturnType<typeof bundleCli>>;
@@ -56,7 +76,13 @@ describe('restore refusals (PG15)', () => {
   it('server binaries of another major than the backup', async () => {
     const pg16 = resolve(import.meta.dirname, '../../node_modules/pg16/native/bin');
     const e = await code(
-      restoreTable({ storage: repo.storage, archive: { ...repo.spec, cliPath: cli.cli }, table: 't', target: source.connectionConfig(), binDir: pg16 }),
+      restoreTable({
+        storage: repo.storage,
+        archive: { ...repo.spec, cliPath: cli.cli },
+        table: 't',
+        target: source.connectionConfig(),
+        binDir: pg16,
+      }),
     );
     expect(e).toBeInstanceOf(RestoreError);
     expect((e as RestoreError).code).toBe('RESTORE_VERSION_MISMATCH');
@@ -89,7 +115,9 @@ describe('restore refusals (PG15)', () => {
     flip(backupArchiveKey('main', bb.backupId, base.name), (n) => Math.floor(n / 2));
     const e2 = await code(restoreBackup({ storage: repo.storage, targetDir: dir, clean: true }));
     expect(e2).toBeInstanceOf(IntegrityError);
-    expect(['INTEGRITY_CHECKSUM_MISMATCH', 'INTEGRITY_ARCHIVE_INVALID']).toContain((e2 as IntegrityError).code);
+    expect(['INTEGRITY_CHECKSUM_MISMATCH', 'INTEGRITY_ARCHIVE_INVALID']).toContain(
+      (e2 as IntegrityError).code,
+    );
     expect(existsSync(join(dir, RESTORE_INCOMPLETE_MARKER))).toBe(true);
   });
 });

@@ -21,13 +21,22 @@ describe('wal archiver refuses another cluster (PG16, fs)', () => {
 
   it('archives cluster A, then refuses cluster B into the same stanza', async () => {
     const storage = createFsStorage({ root: dir });
-    const conn = (c: TestCluster) => ({ ...c.connectionConfig({ user: c.replicationUser }), ssl: 'disable' as const });
+    const conn = (c: TestCluster) => ({
+      ...c.connectionConfig({ user: c.replicationUser }),
+      ssl: 'disable' as const,
+    });
     const first = startWalArchiver({ connection: conn(a), storage, slot: 'arch', createSlot: true });
     await new Promise((r) => setTimeout(r, 1000));
     await first.stop();
     await first.done;
 
-    const second = startWalArchiver({ connection: conn(b), storage, slot: 'arch', createSlot: true, reconnectInitialMs: 50 });
+    const second = startWalArchiver({
+      connection: conn(b),
+      storage,
+      slot: 'arch',
+      createSlot: true,
+      reconnectInitialMs: 50,
+    });
     const err = await second.done.then(
       () => undefined,
       (e: unknown) => e,

@@ -41,9 +41,22 @@ describe('wal archiver follows a promotion (PG15, fs)', () => {
     chownTree(standbyRoot, primary.serverUser);
     const r = await runAsUser(
       PG_BASEBACKUP,
-      ['-d', `host=127.0.0.1 port=${primary.port} user=${primary.replicationUser.user}`, '-D', standbyData, '-R', '-X', 'stream', '-c', 'fast'],
+      [
+        '-d',
+        `host=127.0.0.1 port=${primary.port} user=${primary.replicationUser.user}`,
+        '-D',
+        standbyData,
+        '-R',
+        '-X',
+        'stream',
+        '-c',
+        'fast',
+      ],
       primary.serverUser,
-      { env: { PGPASSWORD: primary.replicationUser.password, PATH: process.env.PATH ?? '' }, timeoutMs: 120_000 },
+      {
+        env: { PGPASSWORD: primary.replicationUser.password, PATH: process.env.PATH ?? '' },
+        timeoutMs: 120_000,
+      },
     );
     if (r.code !== 0) throw new Error(`pg_basebackup failed: ${r.stderr}`);
     standbyPort = await freePort();
@@ -58,7 +71,13 @@ describe('wal archiver follows a promotion (PG15, fs)', () => {
     });
   });
   afterAll(async () => {
-    if (standbyData) await stopServer({ binaries: primary.binaries, user: primary.serverUser, dataDir: standbyData, mode: 'immediate' }).catch(() => undefined);
+    if (standbyData)
+      await stopServer({
+        binaries: primary.binaries,
+        user: primary.serverUser,
+        dataDir: standbyData,
+        mode: 'immediate',
+      }).catch(() => undefined);
     if (standbyRoot) rmSync(standbyRoot, { recursive: true, force: true });
     if (dir) rmSync(dir, { recursive: true, force: true });
     await primary?.destroy();
@@ -67,7 +86,12 @@ describe('wal archiver follows a promotion (PG15, fs)', () => {
   it('continues on the new timeline without a restart', async () => {
     const storage = createFsStorage({ root: dir });
     const events: PgarkEvent[] = [];
-    const repl = { user: primary.replicationUser.user, password: primary.replicationUser.password, ssl: 'disable' as const, host: '127.0.0.1' };
+    const repl = {
+      user: primary.replicationUser.user,
+      password: primary.replicationUser.password,
+      ssl: 'disable' as const,
+      host: '127.0.0.1',
+    };
     const onStandby: WalArchiverHandle = startWalArchiver({
       connection: { ...repl, port: standbyPort },
       storage,
@@ -78,24 +102,53 @@ describe('wal archiver follows a promotion (PG15, fs)', () => {
       statusIntervalMs: 300,
       onEvent: (e) => events.push(e),
     });
-    const onPrimary = startWalArchiver({ connection: { ...repl, port: primary.port }, storage, stanza: 'primary', slot: 'arch_primary', createSlot: true, flushIntervalMs: 300 });
+    const onPrimary = startWalArchiver({
+      connection: { ...repl, port: primary.port },
+      storage,
+      stanza: 'primary',
+      slot: 'arch_primary',
+      createSlot: true,
+      flushIntervalMs: 300,
+    });
 
-    await primary.query('CREATE TABLE p AS SELECT g, repeat(md5(g::text), 10) v FROM generate_series(1, 60000) g');
-    const [{ lsn }] = (await primary.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')) as [{ lsn: string }];
+    await primary.query(
+      'CREATE TABLE p AS SELECT g, repeat(md5(g::text), 10) v FROM generate_series(1, 60000) g',
+    );
+    const [{ lsn }] = (await primary.query<{ lsn: string }>(
+      'SELECT pg_current_wal_flush_lsn()::text AS lsn',
+    )) as [{ lsn: string }];
     for (let i = 0; onStandby.stats().flushedLsn < parseLsn(lsn); i++) {
       if (i > 600) throw new Error(`standby archiver did not reach ${lsn}`);
       await sleep(100);
     }
 
-    await promote({ binaries: primary.binaries, user: primary.serverUser, dataDir: standbyData, logFile: standbyLog });
-    const sb = new pg.Client({ host: '127.0.0.1', port: standbyPort, user: primary.superuser.user, password: primary.superuser.password, database: 'postgres' });
+    await promote({
+      binaries: primary.binaries,
+      user: primary.serverUser,
+      dataDir: standbyData,
+      logFile: standbyLog,
+    });
+    const sb = new pg.Client({
+      host: '127.0.0.1',
+      port: standbyPort,
+      user: primary.superuser.user,
+      password: primary.superuser.password,
+      database: 'postgres',
+    });
     await sb.connect();
-    await sb.query('CREATE TABLE after_promotion AS SELECT g, repeat(md5(g::text), 10) v FROM generate_series(1, 60000) g');
-    const tl = await sb.query<{ tli: number; lsn: string }>('SELECT timeline_id AS tli, pg_current_wal_flush_lsn()::text AS lsn FROM pg_control_checkpoint()');
+    await sb.query(
+      'CREATE TABLE after_promotion AS SELECT g, repeat(md5(g::text), 10) v FROM generate_series(1, 60000) g',
+    );
+    const tl = await sb.query<{ tli: number; lsn: string }>(
+      'SELECT timeline_id AS tli, pg_current_wal_flush_lsn()::text AS lsn FROM pg_control_checkpoint()',
+    );
     const target = parseLsn(tl.rows[0]!.lsn);
     await sb.end();
     for (let i = 0; !(onStandby.stats().timeline === 2 && onStandby.stats().flushedLsn >= target); i++) {
-      if (i > 600) throw new Error(`archiver did not follow to timeline 2 / ${formatLsn(target)}: ${JSON.stringify(onStandby.stats(), (_k, v) => (typeof v === 'bigint' ? formatLsn(v) : v))}`);
+      if (i > 600)
+        throw new Error(
+          `archiver did not follow to timeline 2 / ${formatLsn(target)}: ${JSON.stringify(onStandby.stats(), (_k, v) => (typeof v === 'bigint' ? formatLsn(v) : v))}`,
+        );
       await sleep(100);
     }
     expect(onStandby.stats().state).toBe('streaming');

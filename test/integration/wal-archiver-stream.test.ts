@@ -24,17 +24,28 @@ describe.each([14, 17] as const)('wal stream on PG%i', (major) => {
   });
 
   it('yields the server bytes, reports only the given flush and stops cleanly', async () => {
-    const conn = await ReplicationConnection.connect({ ...cluster.connectionConfig({ user: cluster.replicationUser }), ssl: 'disable' });
+    const conn = await ReplicationConnection.connect({
+      ...cluster.connectionConfig({ user: cluster.replicationUser }),
+      ssl: 'disable',
+    });
     try {
       await createReplicationSlot(conn, { name: 'ws_test', reserveWal: true });
       const id = await identifySystem(conn);
       const segSize = await getWalSegmentSize(conn);
       const start = segmentStartOf(id.xlogPos, segSize);
       await cluster.query('CREATE TABLE t AS SELECT g, md5(g::text) m FROM generate_series(1, 20000) g');
-      const [{ lsn }] = (await cluster.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')) as [{ lsn: string }];
+      const [{ lsn }] = (await cluster.query<{ lsn: string }>(
+        'SELECT pg_current_wal_flush_lsn()::text AS lsn',
+      )) as [{ lsn: string }];
       const target = parseLsn(lsn);
 
-      const stream = await WalStream.start({ connection: conn, startLsn: start, timeline: id.timeline, slot: 'ws_test', statusIntervalMs: 200 });
+      const stream = await WalStream.start({
+        connection: conn,
+        startLsn: start,
+        timeline: id.timeline,
+        slot: 'ws_test',
+        statusIntervalMs: 200,
+      });
       stream.setEndLsn(target);
       const chunks: Buffer[] = [];
       let expected = start;
@@ -59,7 +70,9 @@ describe.each([14, 17] as const)('wal stream on PG%i', (major) => {
       // The connection is usable again, and the slot did not pass the reported flush.
       const again = await identifySystem(conn);
       expect(again.systemIdentifier).toBe(id.systemIdentifier);
-      const [slot] = await cluster.query<{ restart_lsn: string }>("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'ws_test'");
+      const [slot] = await cluster.query<{ restart_lsn: string }>(
+        "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'ws_test'",
+      );
       const restart = parseLsn(slot!.restart_lsn);
       expect(restart).toBeLessThanOrEqual(stream.positions().flushedLsn);
       expect(formatLsn(stream.positions().flushedLsn)).not.toBe('0/0');

@@ -45,7 +45,9 @@ describe('wal archiver synchronous mode (PG17, fs)', () => {
     await cluster.query('SELECT pg_reload_conf()');
     // Wait until the server treats the archiver as its synchronous standby.
     for (let i = 0; ; i++) {
-      const rows = await cluster.query<{ sync_state: string }>("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'pgark_sync'");
+      const rows = await cluster.query<{ sync_state: string }>(
+        "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'pgark_sync'",
+      );
       if (rows[0]?.sync_state === 'sync') break;
       if (i > 200) throw new Error('archiver never became the synchronous standby');
       await sleep(100);
@@ -75,7 +77,10 @@ describe('wal archiver synchronous mode (PG17, fs)', () => {
     const check = await checkArchive(storage, 'main', join(cluster.dataDir, 'pg_wal'), 1);
     expect(ackedAtKill).toBeGreaterThan(10);
     const maxAcked = acked.reduce((m, l) => (l > m ? l : m), 0n);
-    expect(maxAcked, `newest acked ${formatLsn(maxAcked)} vs durable ${formatLsn(check.durableEnd)}`).toBeLessThan(check.durableEnd);
+    expect(
+      maxAcked,
+      `newest acked ${formatLsn(maxAcked)} vs durable ${formatLsn(check.durableEnd)}`,
+    ).toBeLessThan(check.durableEnd);
     expect(check.mismatches).toEqual([]);
     expect(check.gaps).toEqual([]);
 
@@ -89,7 +94,9 @@ describe('wal archiver synchronous mode (PG17, fs)', () => {
     stopping = true;
     await loop;
     await client.end();
-    const [{ lsn }] = (await cluster.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')) as [{ lsn: string }];
+    const [{ lsn }] = (await cluster.query<{ lsn: string }>(
+      'SELECT pg_current_wal_flush_lsn()::text AS lsn',
+    )) as [{ lsn: string }];
     const target = parseLsn(lsn);
     for (let i = 0; p.flushedLsn() < target; i++) {
       if (i > 300) throw new Error(`archiver did not reach ${formatLsn(target)}`);

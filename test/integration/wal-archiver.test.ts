@@ -20,7 +20,11 @@ import { checkArchive } from '../harness/wal-archive-check';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+async function waitFor(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
@@ -28,12 +32,14 @@ async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number
   }
 }
 
-describe.each([
-  { major: 14 as const, driver: 'fs' as const },
-  { major: 17 as const, driver: 's3' as const },
-  { major: 14 as const, driver: 's3' as const },
-  { major: 17 as const, driver: 'fs' as const },
-].filter((c) => !process.env.PGARK_WAL_CASE || process.env.PGARK_WAL_CASE === `${c.major}-${c.driver}`))('wal archiver PG$major → $driver', ({ major, driver }) => {
+describe.each(
+  [
+    { major: 14 as const, driver: 'fs' as const },
+    { major: 17 as const, driver: 's3' as const },
+    { major: 14 as const, driver: 's3' as const },
+    { major: 17 as const, driver: 'fs' as const },
+  ].filter((c) => !process.env.PGARK_WAL_CASE || process.env.PGARK_WAL_CASE === `${c.major}-${c.driver}`),
+)('wal archiver PG$major → $driver', ({ major, driver }) => {
   let cluster: TestCluster;
   let storage: Storage;
   let bucket: TestBucket | undefined;
@@ -68,7 +74,10 @@ describe.each([
       onEvent: (e: PgarkEvent) => events.push(e),
     };
     const load = await writeLoad(cluster, { ms: 2, rowsPerInsert: 50 });
-    const burst = () => cluster.query("INSERT INTO write_load (v) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 20000) g");
+    const burst = () =>
+      cluster.query(
+        'INSERT INTO write_load (v) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 20000) g',
+      );
     try {
       for (let round = 0; round < 3; round++) {
         const a: WalArchiverHandle = startWalArchiver(opts);
@@ -77,7 +86,9 @@ describe.each([
         await a.stop();
         const r = await a.done;
         expect(r.flushedLsn).toBeGreaterThan(0n);
-        const [slot] = await cluster.query<{ restart_lsn: string }>("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'pgark_arch'");
+        const [slot] = await cluster.query<{ restart_lsn: string }>(
+          "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'pgark_arch'",
+        );
         const check = await checkArchive(storage, 'main', join(cluster.dataDir, 'pg_wal'), 1);
         // The slot never runs ahead of the repository.
         expect(parseLsn(slot!.restart_lsn)).toBeLessThanOrEqual(check.durableEnd);
@@ -87,7 +98,9 @@ describe.each([
       await load.stop();
     }
     // Catch up to the server's flush position, then stop.
-    const [{ lsn }] = (await cluster.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')) as [{ lsn: string }];
+    const [{ lsn }] = (await cluster.query<{ lsn: string }>(
+      'SELECT pg_current_wal_flush_lsn()::text AS lsn',
+    )) as [{ lsn: string }];
     const target = parseLsn(lsn);
     const a = startWalArchiver(opts);
     await waitFor(() => a.stats().flushedLsn >= target, 60_000, `flush to ${formatLsn(target)}`);

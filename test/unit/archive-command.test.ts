@@ -4,12 +4,27 @@
  * a temp directory. Segments are built here with valid page headers (1 MiB segments, PG16 magic);
  * the real-server path is test/integration/archive-command.test.ts.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { archiveFetch, archivePush, ConfigError, IntegrityError, walFileName, type ArchiveFetchResult } from '../../src/index';
+import {
+  archiveFetch,
+  archivePush,
+  ConfigError,
+  IntegrityError,
+  walFileName,
+  type ArchiveFetchResult,
+} from '../../src/index';
 import { walPartialKey, walSegmentKey } from '../../src/archive/repo-layout';
 import { createFsStorage } from '../../src/storage/fs-storage';
 import type { Storage } from '../../src/storage/storage';
@@ -61,7 +76,11 @@ async function pushSegments(timeline: number, from: bigint, count: number): Prom
   const names: string[] = [];
   for (let s = from; s < from + BigInt(count); s++) {
     const name = walFileName(timeline, s, SEG);
-    await archivePush({ storage, stanza: 'main', walPath: put(name, makeSegment(timeline, s, { fill: Number(s % 200n) + 1 })) });
+    await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put(name, makeSegment(timeline, s, { fill: Number(s % 200n) + 1 })),
+    });
     names.push(name);
   }
   return names;
@@ -96,7 +115,11 @@ describe('archivePush', () => {
   it('refuses different bytes under an archived name', async () => {
     const name = walFileName(1, 3n, SEG);
     await archivePush({ storage, stanza: 'main', walPath: put(name, makeSegment(1, 3n, { fill: 1 })) });
-    const e = await archivePush({ storage, stanza: 'main', walPath: put(name, makeSegment(1, 3n, { fill: 2 })) }).catch((x: unknown) => x);
+    const e = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put(name, makeSegment(1, 3n, { fill: 2 })),
+    }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(IntegrityError);
     expect((e as IntegrityError).code).toBe('INTEGRITY_WAL_CONFLICT');
   });
@@ -104,27 +127,53 @@ describe('archivePush', () => {
   it('refuses a segment of another cluster, a short file, a wrong address, a bad name', async () => {
     await pushSegments(1, 1n, 1);
     const other = walFileName(1, 2n, SEG);
-    const e1 = await archivePush({ storage, stanza: 'main', walPath: put(other, makeSegment(1, 2n, { sysid: 42n })) }).catch((x: unknown) => x);
+    const e1 = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put(other, makeSegment(1, 2n, { sysid: 42n })),
+    }).catch((x: unknown) => x);
     expect((e1 as IntegrityError).code).toBe('INTEGRITY_SYSTEM_ID_MISMATCH');
-    const e2 = await archivePush({ storage, stanza: 'main', walPath: put(other, makeSegment(1, 2n).subarray(0, SEG / 2)) }).catch((x: unknown) => x);
+    const e2 = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put(other, makeSegment(1, 2n).subarray(0, SEG / 2)),
+    }).catch((x: unknown) => x);
     expect((e2 as IntegrityError).code).toBe('INTEGRITY_WAL_INVALID');
     // the bytes of segment 5 under the name of segment 2
-    const e3 = await archivePush({ storage, stanza: 'main', walPath: put(other, makeSegment(1, 5n)) }).catch((x: unknown) => x);
+    const e3 = await archivePush({ storage, stanza: 'main', walPath: put(other, makeSegment(1, 5n)) }).catch(
+      (x: unknown) => x,
+    );
     expect((e3 as IntegrityError).code).toBe('INTEGRITY_WAL_INVALID');
     expect(await storage.head(`stanzas/main/wal/00000001/${other}`)).toBeUndefined();
-    const e4 = await archivePush({ storage, stanza: 'main', walPath: put('RECOVERYXLOG', makeSegment(1, 2n)) }).catch((x: unknown) => x);
+    const e4 = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put('RECOVERYXLOG', makeSegment(1, 2n)),
+    }).catch((x: unknown) => x);
     expect(e4).toBeInstanceOf(ConfigError);
     expect((e4 as ConfigError).code).toBe('CONFIG_INVALID_WAL_NAME');
   });
 
   it('archives .history and .backup files; a history file may come first (identity from pg_wal)', async () => {
     put(walFileName(2, 7n, SEG), makeSegment(2, 7n));
-    const h = await archivePush({ storage, stanza: 'main', walPath: put('00000002.history', Buffer.from('1\t0/7000000\tno recovery target specified\n')) });
+    const h = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put('00000002.history', Buffer.from('1\t0/7000000\tno recovery target specified\n')),
+    });
     expect(h).toMatchObject({ kind: 'history', key: 'stanzas/main/wal/history/00000002.history' });
     const bname = `${walFileName(2, 7n, SEG)}.00000028.backup`;
-    const b = await archivePush({ storage, stanza: 'main', walPath: put(bname, Buffer.from('START WAL LOCATION: 0/7000028\n')) });
+    const b = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put(bname, Buffer.from('START WAL LOCATION: 0/7000028\n')),
+    });
     expect(b.key).toBe(`stanzas/main/wal/00000002/${bname}`);
-    const e = await archivePush({ storage, stanza: 'main', walPath: put('00000003.history', Buffer.from('garbage')) }).catch((x: unknown) => x);
+    const e = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put('00000003.history', Buffer.from('garbage')),
+    }).catch((x: unknown) => x);
     expect((e as IntegrityError).code).toBe('INTEGRITY_WAL_INVALID');
   });
 });
@@ -134,25 +183,56 @@ describe('archiveFetch', () => {
     await pushSegments(1, 1n, 1);
     const name = walFileName(1, 2n, SEG);
     await storage.put(walPartialKey('main', name), makeSegment(1, 2n));
-    const r = await archiveFetch({ storage, stanza: 'main', walName: name, destPath: join(pgWal, 'RECOVERYXLOG') });
+    const r = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: name,
+      destPath: join(pgWal, 'RECOVERYXLOG'),
+    });
     expect(r.found).toBe(false);
     expect(existsSync(join(pgWal, 'RECOVERYXLOG'))).toBe(false);
-    const h = await archiveFetch({ storage, stanza: 'main', walName: '00000005.history', destPath: join(pgWal, 'RECOVERYHISTORY') });
+    const h = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: '00000005.history',
+      destPath: join(pgWal, 'RECOVERYHISTORY'),
+    });
     expect(h.found).toBe(false);
-    const p = await archiveFetch({ storage, stanza: 'main', walName: `${name}.partial`, destPath: join(pgWal, 'P') });
+    const p = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: `${name}.partial`,
+      destPath: join(pgWal, 'P'),
+    });
     expect(p.found).toBe(true);
     // The .partial PostgreSQL archives at promotion goes to the partial key, not the segment's.
     const name3 = walFileName(1, 3n, SEG);
-    const pushed = await archivePush({ storage, stanza: 'main', walPath: put(`${name3}.partial`, makeSegment(1, 3n)) });
+    const pushed = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put(`${name3}.partial`, makeSegment(1, 3n)),
+    });
     expect(pushed).toMatchObject({ kind: 'partial', key: walPartialKey('main', name3) });
-    expect((await archiveFetch({ storage, stanza: 'main', walName: name3, destPath: join(pgWal, 'Q') })).found).toBe(false);
+    expect(
+      (await archiveFetch({ storage, stanza: 'main', walName: name3, destPath: join(pgWal, 'Q') })).found,
+    ).toBe(false);
   });
 
   it('a missing stanza or repository is an error, not "not found"', async () => {
-    const e = await archiveFetch({ storage, stanza: 'main', walName: walFileName(1, 1n, SEG), destPath: join(pgWal, 'X') }).catch((x: unknown) => x);
+    const e = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: walFileName(1, 1n, SEG),
+      destPath: join(pgWal, 'X'),
+    }).catch((x: unknown) => x);
     expect((e as IntegrityError).code).toBe('INTEGRITY_REPOSITORY_FORMAT');
     await pushSegments(1, 1n, 1);
-    const e2 = await archiveFetch({ storage, stanza: 'other', walName: walFileName(1, 1n, SEG), destPath: join(pgWal, 'X') }).catch((x: unknown) => x);
+    const e2 = await archiveFetch({
+      storage,
+      stanza: 'other',
+      walName: walFileName(1, 1n, SEG),
+      destPath: join(pgWal, 'X'),
+    }).catch((x: unknown) => x);
     expect((e2 as { code: string }).code).toBe('STORAGE_NOT_FOUND');
   });
 
@@ -160,11 +240,23 @@ describe('archiveFetch', () => {
     const names = await pushSegments(1, 1n, 10);
     const dest = join(pgWal, 'RECOVERYXLOG');
     const spool = join(pgWal, '.pgark-spool');
-    const r1 = await archiveFetch({ storage, stanza: 'main', walName: names[0]!, destPath: dest, prefetch: 4 });
+    const r1 = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: names[0]!,
+      destPath: dest,
+      prefetch: 4,
+    });
     expect(r1).toMatchObject({ found: true, fromSpool: false, prefetched: 4 });
     expect(readFileSync(dest).equals(makeSegment(1, 1n, { fill: 2 }))).toBe(true);
     // Second call: from the spool; 3 of 4 still spooled, no refill yet.
-    const r2 = await archiveFetch({ storage, stanza: 'main', walName: names[1]!, destPath: dest, prefetch: 4 });
+    const r2 = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: names[1]!,
+      destPath: dest,
+      prefetch: 4,
+    });
     expect(r2).toMatchObject({ found: true, fromSpool: true, prefetched: 0 });
     expect(readFileSync(dest).equals(makeSegment(1, 2n, { fill: 3 }))).toBe(true);
     // A damaged spooled file is not served: it is fetched again from the repository.
@@ -172,11 +264,23 @@ describe('archiveFetch', () => {
     const bytes = readFileSync(spooled);
     bytes[PAGE * 2 + 500] = bytes[PAGE * 2 + 500]! ^ 0xff;
     writeFileSync(spooled, bytes);
-    const r3 = await archiveFetch({ storage, stanza: 'main', walName: names[2]!, destPath: dest, prefetch: 4 });
+    const r3 = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: names[2]!,
+      destPath: dest,
+      prefetch: 4,
+    });
     expect(r3).toMatchObject({ found: true, fromSpool: false });
     expect(readFileSync(dest).equals(makeSegment(1, 3n, { fill: 4 }))).toBe(true);
     // Another timeline's request clears the spool of timeline 1 files.
-    const r4 = await archiveFetch({ storage, stanza: 'main', walName: walFileName(2, 4n, SEG), destPath: dest, prefetch: 4 });
+    const r4 = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: walFileName(2, 4n, SEG),
+      destPath: dest,
+      prefetch: 4,
+    });
     expect(r4.found).toBe(false);
     expect(readdirSync(spool).filter((n) => n !== 'spool.json')).toEqual([]);
     expect(readdirSync(pgWal).filter((n) => n.includes('tmp'))).toEqual([]);
@@ -187,12 +291,22 @@ describe('archiveFetch', () => {
     const name = walFileName(1, 2n, SEG);
     const seg = makeSegment(1, 2n, { fill: 9 });
     await storage.put(walSegmentKey('main', name, 'gz'), gzipSync(seg));
-    const r = await archiveFetch({ storage, stanza: 'main', walName: name, destPath: join(pgWal, 'RECOVERYXLOG'), prefetch: 0 });
+    const r = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: name,
+      destPath: join(pgWal, 'RECOVERYXLOG'),
+      prefetch: 0,
+    });
     expect(r).toMatchObject({ found: true, key: walSegmentKey('main', name, 'gz') });
     expect(readFileSync(join(pgWal, 'RECOVERYXLOG')).equals(seg)).toBe(true);
     const again = await archivePush({ storage, stanza: 'main', walPath: put(name, seg) });
     expect(again).toMatchObject({ alreadyArchived: true, key: walSegmentKey('main', name, 'gz') });
-    const e = await archivePush({ storage, stanza: 'main', walPath: put(name, makeSegment(1, 2n, { fill: 8 })) }).catch((x: unknown) => x);
+    const e = await archivePush({
+      storage,
+      stanza: 'main',
+      walPath: put(name, makeSegment(1, 2n, { fill: 8 })),
+    }).catch((x: unknown) => x);
     expect((e as IntegrityError).code).toBe('INTEGRITY_WAL_CONFLICT');
   });
 
@@ -202,7 +316,13 @@ describe('archiveFetch', () => {
     const path = join(dir, 'repo', ...key.split('/'));
     const b = readFileSync(path);
     writeFileSync(path, b.subarray(0, SEG - PAGE));
-    const e = await archiveFetch({ storage, stanza: 'main', walName: names[0]!, destPath: join(pgWal, 'X'), prefetch: 0 }).catch((x: unknown) => x);
+    const e = await archiveFetch({
+      storage,
+      stanza: 'main',
+      walName: names[0]!,
+      destPath: join(pgWal, 'X'),
+      prefetch: 0,
+    }).catch((x: unknown) => x);
     expect((e as IntegrityError).code).toBe('INTEGRITY_WAL_INVALID');
     expect(readdirSync(pgWal).filter((n) => n !== names[0])).toEqual([]);
   });

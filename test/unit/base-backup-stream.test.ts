@@ -5,10 +5,23 @@
 import { describe, expect, it } from 'vitest';
 import type { CommandEvent } from '../../src/connection/replication-connection';
 import { PostgresServerError } from '../../src/errors';
-import { readBaseBackupStream, TAR_TRAILER, type BaseBackupEvent } from '../../src/replication/base-backup-stream';
+import {
+  readBaseBackupStream,
+  TAR_TRAILER,
+  type BaseBackupEvent,
+} from '../../src/replication/base-backup-stream';
 
 const b = (s: string): Buffer => Buffer.from(s);
-const fields = (names: string[]) => names.map((name) => ({ name, tableOid: 0, columnNumber: 0, typeOid: 25, typeSize: -1, typeModifier: -1, format: 0 }));
+const fields = (names: string[]) =>
+  names.map((name) => ({
+    name,
+    tableOid: 0,
+    columnNumber: 0,
+    typeOid: 25,
+    typeSize: -1,
+    typeModifier: -1,
+    format: 0,
+  }));
 function resultSet(cols: string[], rows: (string | null)[][]): CommandEvent[] {
   return [
     { type: 'rowDescription', fields: fields(cols) },
@@ -16,7 +29,10 @@ function resultSet(cols: string[], rows: (string | null)[][]): CommandEvent[] {
     { type: 'commandComplete', tag: 'SELECT' },
   ];
 }
-const msg = (t: string, ...parts: Buffer[]): CommandEvent => ({ type: 'copyData', data: Buffer.concat([b(t), ...parts]) });
+const msg = (t: string, ...parts: Buffer[]): CommandEvent => ({
+  type: 'copyData',
+  data: Buffer.concat([b(t), ...parts]),
+});
 const cstr = (s: string): Buffer => Buffer.concat([b(s), Buffer.alloc(1)]);
 function int64(n: number): Buffer {
   const x = Buffer.alloc(8);
@@ -35,7 +51,12 @@ async function collect(events: CommandEvent[], legacy: boolean, error?: Error): 
   return out;
 }
 
-function summary(events: BaseBackupEvent[]): { archives: Record<string, string>; manifest: string; start?: string; end?: string } {
+function summary(events: BaseBackupEvent[]): {
+  archives: Record<string, string>;
+  manifest: string;
+  start?: string;
+  end?: string;
+} {
   const archives: Record<string, string> = {};
   let cur: string | undefined;
   let manifest = '';
@@ -56,24 +77,48 @@ function summary(events: BaseBackupEvent[]): { archives: Record<string, string>;
   return s;
 }
 
-const head = [...resultSet(['recptr', 'tli'], [['0/2000028', '1']]), ...resultSet(['spcoid', 'spclocation', 'size'], [['16384', '/ts', '10'], [null, null, '2000']])];
+const head = [
+  ...resultSet(['recptr', 'tli'], [['0/2000028', '1']]),
+  ...resultSet(
+    ['spcoid', 'spclocation', 'size'],
+    [
+      ['16384', '/ts', '10'],
+      [null, null, '2000'],
+    ],
+  ),
+];
 const tail = resultSet(['recptr', 'tli'], [['0/2000100', '2']]);
 
 describe('readBaseBackupStream', () => {
   it('gives the same events for the legacy and the single-CopyOut format', async () => {
     const legacy: CommandEvent[] = [
       ...head,
-      { type: 'copyOutStart' }, { type: 'copyData', data: b('TS1') }, { type: 'copyData', data: b('TS2') }, { type: 'copyDone' },
-      { type: 'copyOutStart' }, { type: 'copyData', data: b('BASE') }, { type: 'copyDone' },
-      { type: 'copyOutStart' }, { type: 'copyData', data: b('{"m":') }, { type: 'copyData', data: b('1}') }, { type: 'copyDone' },
+      { type: 'copyOutStart' },
+      { type: 'copyData', data: b('TS1') },
+      { type: 'copyData', data: b('TS2') },
+      { type: 'copyDone' },
+      { type: 'copyOutStart' },
+      { type: 'copyData', data: b('BASE') },
+      { type: 'copyDone' },
+      { type: 'copyOutStart' },
+      { type: 'copyData', data: b('{"m":') },
+      { type: 'copyData', data: b('1}') },
+      { type: 'copyDone' },
       ...tail,
     ];
     const modern: CommandEvent[] = [
       ...head,
       { type: 'copyOutStart' },
-      msg('n', cstr('16384.tar'), cstr('/ts')), msg('d', b('TS1')), msg('d', b('TS2')), msg('p', int64(6)),
-      msg('n', cstr('base.tar'), cstr('')), msg('d', b('BASE')), msg('p', int64(10)),
-      msg('m'), msg('d', b('{"m":')), msg('d', b('1}')),
+      msg('n', cstr('16384.tar'), cstr('/ts')),
+      msg('d', b('TS1')),
+      msg('d', b('TS2')),
+      msg('p', int64(6)),
+      msg('n', cstr('base.tar'), cstr('')),
+      msg('d', b('BASE')),
+      msg('p', int64(10)),
+      msg('m'),
+      msg('d', b('{"m":')),
+      msg('d', b('1}')),
       { type: 'copyDone' },
       ...tail,
       { type: 'commandComplete', tag: 'BASE_BACKUP' },
@@ -90,22 +135,52 @@ describe('readBaseBackupStream', () => {
     expect(m.end).toBe(l.end);
     const starts = (await collect(modern, false)).filter((e) => e.type === 'archive-start');
     expect(starts[0]).toMatchObject({ spcOid: 16384, spcLocation: '/ts', sizeEstimateBytes: 10240 });
-    expect(starts[1]).toMatchObject({ spcOid: undefined, spcLocation: undefined, sizeEstimateBytes: 2048000 });
+    expect(starts[1]).toMatchObject({
+      spcOid: undefined,
+      spcLocation: undefined,
+      sizeEstimateBytes: 2048000,
+    });
   });
 
   it('turns a late XX001 into REPLICATION_BACKUP_FAILED', async () => {
-    const modern: CommandEvent[] = [...head, { type: 'copyOutStart' }, msg('n', cstr('base.tar'), cstr('')), msg('d', b('x')), msg('m'), msg('d', b('{}')), { type: 'copyDone' }, ...tail];
-    const err = await collect(modern, false, new PostgresServerError({ sqlstate: 'XX001', message: 'checksum verification failure during base backup' })).catch((e: unknown) => e);
+    const modern: CommandEvent[] = [
+      ...head,
+      { type: 'copyOutStart' },
+      msg('n', cstr('base.tar'), cstr('')),
+      msg('d', b('x')),
+      msg('m'),
+      msg('d', b('{}')),
+      { type: 'copyDone' },
+      ...tail,
+    ];
+    const err = await collect(
+      modern,
+      false,
+      new PostgresServerError({
+        sqlstate: 'XX001',
+        message: 'checksum verification failure during base backup',
+      }),
+    ).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'REPLICATION_BACKUP_FAILED', sqlstate: 'XX001' });
   });
 
   it('maps a missing compression library to CONFIG_UNSUPPORTED_COMPRESSION', async () => {
-    const err = await collect([], false, new PostgresServerError({ sqlstate: '42601', message: 'invalid compression specification: this build does not support compression with LZ4' })).catch((e: unknown) => e);
+    const err = await collect(
+      [],
+      false,
+      new PostgresServerError({
+        sqlstate: '42601',
+        message: 'invalid compression specification: this build does not support compression with LZ4',
+      }),
+    ).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'CONFIG_UNSUPPORTED_COMPRESSION' });
   });
 
   it('refuses a response without the end position or manifest', async () => {
-    const err = await collect([...head, { type: 'copyOutStart' }, msg('n', cstr('base.tar'), cstr('')), { type: 'copyDone' }], false).catch((e: unknown) => e);
+    const err = await collect(
+      [...head, { type: 'copyOutStart' }, msg('n', cstr('base.tar'), cstr('')), { type: 'copyDone' }],
+      false,
+    ).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'PROTOCOL_UNEXPECTED_MESSAGE' });
   });
 });

@@ -66,17 +66,21 @@ describe('server-side compressed archives decompress and verify', () => {
 
 describe('round trips', () => {
   const data = Buffer.concat([read(`pg16/${oidOf(16)}.tar`), read('pg14/backup_manifest')]);
-  it.each<CompressionName>(['none', 'gzip', 'lz4', 'zstd'])('%s, whole and in odd chunks', async (codec) => {
-    const c = await run(
-      split(data, 4097),
-      createCompressStream(codec, codec === 'lz4' ? { lz4ChunkBytes: 50_000 } : {}),
-    );
-    if (codec !== 'none') expect(c.length).toBeLessThan(data.length / 2);
-    expect(await run([c], createDecompressStream(codec))).toEqual(data);
-    expect(await run(split(c, 7), createDecompressStream(codec))).toEqual(data);
-    expect(compressionExtension(codec)).toBe({ none: '', gzip: '.gz', lz4: '.lz4', zstd: '.zst' }[codec]);
-    // Feeding a native decoder 7 bytes at a time is thousands of calls: slow on a loaded 2-core CI machine.
-  }, 120_000);
+  it.each<CompressionName>(['none', 'gzip', 'lz4', 'zstd'])(
+    '%s, whole and in odd chunks',
+    async (codec) => {
+      const c = await run(
+        split(data, 4097),
+        createCompressStream(codec, codec === 'lz4' ? { lz4ChunkBytes: 50_000 } : {}),
+      );
+      if (codec !== 'none') expect(c.length).toBeLessThan(data.length / 2);
+      expect(await run([c], createDecompressStream(codec))).toEqual(data);
+      expect(await run(split(c, 7), createDecompressStream(codec))).toEqual(data);
+      expect(compressionExtension(codec)).toBe({ none: '', gzip: '.gz', lz4: '.lz4', zstd: '.zst' }[codec]);
+      // Feeding a native decoder 7 bytes at a time is thousands of calls: slow on a loaded 2-core CI machine.
+    },
+    120_000,
+  );
 
   it.each<CompressionName>(['gzip', 'lz4', 'zstd'])('%s of empty input', async (codec) => {
     const c = await run([], createCompressStream(codec));

@@ -21,9 +21,41 @@ const ALLOWED: Record<string, string[]> = {
   storage: ['errors', 'observe', 'options'],
   'local-server': ['errors', 'observe', 'options', 'lsn'],
   verify: ['errors', 'observe', 'lsn', 'options', 'storage', 'archive-pure'],
-  archive: ['errors', 'observe', 'lsn', 'options', 'protocol', 'connection', 'replication', 'storage', 'verify'],
-  restore: ['errors', 'observe', 'lsn', 'options', 'connection', 'replication', 'storage', 'archive', 'verify', 'local-server'],
-  ops: ['errors', 'observe', 'lsn', 'options', 'connection', 'replication', 'storage', 'archive', 'verify', 'local-server'],
+  archive: [
+    'errors',
+    'observe',
+    'lsn',
+    'options',
+    'protocol',
+    'connection',
+    'replication',
+    'storage',
+    'verify',
+  ],
+  restore: [
+    'errors',
+    'observe',
+    'lsn',
+    'options',
+    'connection',
+    'replication',
+    'storage',
+    'archive',
+    'verify',
+    'local-server',
+  ],
+  ops: [
+    'errors',
+    'observe',
+    'lsn',
+    'options',
+    'connection',
+    'replication',
+    'storage',
+    'archive',
+    'verify',
+    'local-server',
+  ],
   retention: ['errors', 'observe', 'lsn', 'options', 'storage', 'archive'],
   cli: ['index'],
   index: ['*'],
@@ -57,7 +89,9 @@ describe('import direction', () => {
           allowed === undefined ||
           allowed.includes('*') ||
           allowed.includes(target) ||
-          (from === 'verify' && target === 'archive' && /archive\/(tar-scan|backup-label|wal-segment|compression|repo-layout)/.test(m[1]!));
+          (from === 'verify' &&
+            target === 'archive' &&
+            /archive\/(tar-scan|backup-label|wal-segment|compression|repo-layout)/.test(m[1]!));
         if (!ok) violations.push(`${relative(SRC, file)} imports ${m[1]} (${from} → ${target})`);
       }
     }

@@ -57,7 +57,10 @@ describe('lsn', () => {
     expect(walFileNameForLsn(1, parseLsn('5/C0000000'), 1024 ** 3)).toBe('000000010000000500000003');
     // 1 MiB segments: 4096 per xlogid.
     expect(walFileName(1, 4097n, 1024 * 1024)).toBe('000000010000000100000001');
-    expect(parseWalFileName('0000000200000016000000B3', MB16)).toEqual({ timeline: 2, segno: 0x16n * 256n + 0xb3n });
+    expect(parseWalFileName('0000000200000016000000B3', MB16)).toEqual({
+      timeline: 2,
+      segno: 0x16n * 256n + 0xb3n,
+    });
     expect(codeOf(() => parseWalFileName('000000010000000000000100', MB16))).toBe('CONFIG_INVALID_WAL_NAME');
     expect(codeOf(() => parseWalFileName('00000001000000000000000g', MB16))).toBe('CONFIG_INVALID_WAL_NAME');
   });
@@ -82,7 +85,9 @@ describe('lsn', () => {
   });
 
   it('parses timeline history files and finds the timeline of an LSN', () => {
-    const h = parseTimelineHistory('1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tbefore 2026-11-24\n');
+    const h = parseTimelineHistory(
+      '1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tbefore 2026-11-24\n',
+    );
     expect(h).toEqual([
       { timeline: 1, switchLsn: parseLsn('0/3000158'), reason: 'no recovery target specified' },
       { timeline: 2, switchLsn: parseLsn('0/5000000'), reason: 'before 2026-11-24' },
