@@ -21,7 +21,10 @@ import type { Transform } from 'node:stream';
 import { AbortError, ConfigError, ProtocolError, isPgarkError } from '../errors';
 import { formatLsn, type Lsn } from '../lsn';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
-import { ReplicationConnection, type ReplicationConnectionOptions } from '../connection/replication-connection';
+import {
+  ReplicationConnection,
+  type ReplicationConnectionOptions,
+} from '../connection/replication-connection';
 import { identifySystem } from '../replication/identify-system';
 import { getWalSegmentSize } from '../replication/show-setting';
 import { createReplicationSlot } from '../replication/replication-slots';
@@ -34,7 +37,13 @@ import {
 import { readBaseBackupStream } from '../replication/base-backup-stream';
 import type { Storage } from '../storage/storage';
 import { openRepository } from './repository';
-import { backupArchiveKey, backupManifestKey, backupPrefix, makeBackupId, type ArchiveCompression } from './repo-layout';
+import {
+  backupArchiveKey,
+  backupManifestKey,
+  backupPrefix,
+  makeBackupId,
+  type ArchiveCompression,
+} from './repo-layout';
 import { ObjectUpload } from './object-upload';
 import { createCompressStream } from './compression';
 import { BackupWalReceiver } from './backup-wal-receiver';
@@ -125,7 +134,10 @@ function slotNameFor(backupId: string): string {
   return `pgark_bb_${backupId.toLowerCase().replace(/[^a-z0-9]/g, '_')}_${process.pid}`.slice(0, 63);
 }
 
-async function pickBackupId(isInUse: (id: string) => Promise<boolean>, signal?: AbortSignal): Promise<string> {
+async function pickBackupId(
+  isInUse: (id: string) => Promise<boolean>,
+  signal?: AbortSignal,
+): Promise<string> {
   for (;;) {
     const id = makeBackupId(new Date(), 'full');
     if (!(await isInUse(id))) return id;
@@ -172,14 +184,22 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
   const compression: BackupCompression = options.compression ?? { method: 'none' };
   const signal = options.signal;
   if (!['stream', 'fetch', 'none'].includes(walMethod)) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', `wal must be stream, fetch or none (got ${String(walMethod)})`);
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      `wal must be stream, fetch or none (got ${String(walMethod)})`,
+    );
   }
-  if (compression.method !== 'none') assertServerCompression({ method: compression.method, level: compression.level });
+  if (compression.method !== 'none')
+    assertServerCompression({ method: compression.method, level: compression.level });
   if (!options.storage) throw new ConfigError('CONFIG_INVALID_OPTION', 'runBaseBackup needs a storage');
   if (signal?.aborted) throw new AbortError('base backup aborted', { cause: signal.reason });
 
   const storage: Storage = options.storage;
-  const conn = await ReplicationConnection.connect({ ...options.connection, logger: options.logger, onEvent: options.onEvent });
+  const conn = await ReplicationConnection.connect({
+    ...options.connection,
+    logger: options.logger,
+    onEvent: options.onEvent,
+  });
   let walConn: ReplicationConnection | undefined;
   let receiver: BackupWalReceiver | undefined;
   let upload: ObjectUpload | undefined;
@@ -215,9 +235,17 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
     if (compression.method !== 'none') {
       compressionLocation = compression.location ?? (version >= 150000 ? 'server' : 'client');
       if (compressionLocation === 'server') {
-        serverCompression = { method: compression.method, level: compression.level, workers: compression.workers };
+        serverCompression = {
+          method: compression.method,
+          level: compression.level,
+          workers: compression.workers,
+        };
       } else {
-        if (compression.workers !== undefined) throw new ConfigError('CONFIG_INVALID_OPTION', 'compression workers apply to server-side zstd only');
+        if (compression.workers !== undefined)
+          throw new ConfigError(
+            'CONFIG_INVALID_OPTION',
+            'compression workers apply to server-side zstd only',
+          );
         clientMethod = compression.method;
         clientCompressor(clientMethod, compression.level).destroy(); // fail early if unavailable
       }
@@ -243,10 +271,23 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
     const startedAt = new Date().toISOString();
 
     if (walMethod === 'stream') {
-      walConn = await ReplicationConnection.connect({ ...options.connection, logger: options.logger, onEvent: options.onEvent });
+      walConn = await ReplicationConnection.connect({
+        ...options.connection,
+        logger: options.logger,
+        onEvent: options.onEvent,
+      });
       const slot = slotNameFor(backupId);
       await createReplicationSlot(walConn, { name: slot, temporary: true, reserveWal: true });
-      receiver = new BackupWalReceiver({ connection: walConn, storage, stanza: stanzaName, backupId, slot, walSegmentSize, signal, ...observe });
+      receiver = new BackupWalReceiver({
+        connection: walConn,
+        storage,
+        stanza: stanzaName,
+        backupId,
+        slot,
+        walSegmentSize,
+        signal,
+        ...observe,
+      });
     }
 
     logger.info('base backup starting', { backupId, stanza: stanzaName, target: conn.target, walMethod });
@@ -267,7 +308,12 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
           startLsn = ev.startLsn;
           startTimeline = ev.startTimeline;
           receiver?.start(ev.startLsn, ev.startTimeline);
-          emit(observe, { type: 'backup.started', backupId, startLsn: formatLsn(ev.startLsn), timeline: ev.startTimeline });
+          emit(observe, {
+            type: 'backup.started',
+            backupId,
+            startLsn: formatLsn(ev.startLsn),
+            timeline: ev.startTimeline,
+          });
           break;
         case 'tablespaces':
           for (const t of ev.tablespaces) {
@@ -279,13 +325,27 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
           const name = clientMethod ? `${ev.name}.${SUFFIX[clientMethod]}` : ev.name;
           const key = backupArchiveKey(stanzaName, backupId, name);
           written.add(key);
-          archive = { name, ...(ev.spcOid !== undefined ? { spcOid: ev.spcOid } : {}), ...(ev.spcLocation !== undefined ? { spcLocation: ev.spcLocation } : {}) };
+          archive = {
+            name,
+            ...(ev.spcOid !== undefined ? { spcOid: ev.spcOid } : {}),
+            ...(ev.spcLocation !== undefined ? { spcLocation: ev.spcLocation } : {}),
+          };
           // The estimate (kB in the tablespace row) plans the s3 part size; 10% headroom for tar headers.
-          const sizeHint = ev.sizeEstimateBytes === undefined ? undefined : Math.ceil(ev.sizeEstimateBytes * 1.1) + 1024 * 1024;
+          const sizeHint =
+            ev.sizeEstimateBytes === undefined
+              ? undefined
+              : Math.ceil(ev.sizeEstimateBytes * 1.1) + 1024 * 1024;
           upload = new ObjectUpload(storage, key, {
             sizeHint,
             signal,
-            ...(clientMethod ? { transform: clientCompressor(clientMethod, compression.method !== 'none' ? compression.level : undefined) } : {}),
+            ...(clientMethod
+              ? {
+                  transform: clientCompressor(
+                    clientMethod,
+                    compression.method !== 'none' ? compression.level : undefined,
+                  ),
+                }
+              : {}),
           });
           break;
         }
@@ -299,11 +359,32 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
           upload = undefined;
           const r = await u.end();
           if (ev.type === 'archive-end') {
-            objects.push({ kind: 'archive', name: archive!.name, key: u.key, size: r.size, sha256: r.sha256, ...(archive!.spcOid !== undefined ? { spcOid: archive!.spcOid, spcLocation: archive!.spcLocation ?? '' } : {}) });
-            emit(observe, { type: 'backup.archive.completed', backupId, archive: archive!.name, key: u.key, bytes: r.size });
+            objects.push({
+              kind: 'archive',
+              name: archive!.name,
+              key: u.key,
+              size: r.size,
+              sha256: r.sha256,
+              ...(archive!.spcOid !== undefined
+                ? { spcOid: archive!.spcOid, spcLocation: archive!.spcLocation ?? '' }
+                : {}),
+            });
+            emit(observe, {
+              type: 'backup.archive.completed',
+              backupId,
+              archive: archive!.name,
+              key: u.key,
+              bytes: r.size,
+            });
             archive = undefined;
           } else {
-            objects.push({ kind: 'manifest', name: 'backup_manifest', key: u.key, size: r.size, sha256: r.sha256 });
+            objects.push({
+              kind: 'manifest',
+              name: 'backup_manifest',
+              key: u.key,
+              size: r.size,
+              sha256: r.sha256,
+            });
           }
           break;
         }
@@ -318,7 +399,13 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
           const now = Date.now();
           if (now - lastProgressAt >= BASE_BACKUP_DEFAULTS.progressIntervalMs) {
             lastProgressAt = now;
-            emit(observe, { type: 'backup.progress', backupId, bytesDone, ...(estimate !== undefined ? { bytesEstimated: estimate } : {}), ...(archive ? { archive: archive.name } : {}) });
+            emit(observe, {
+              type: 'backup.progress',
+              backupId,
+              bytesDone,
+              ...(estimate !== undefined ? { bytesEstimated: estimate } : {}),
+              ...(archive ? { archive: archive.name } : {}),
+            });
           }
           break;
         }
@@ -329,9 +416,17 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
       }
     }
     if (startLsn === undefined || endLsn === undefined) {
-      throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', 'base backup ended without start or end position');
+      throw new ProtocolError(
+        'PROTOCOL_UNEXPECTED_MESSAGE',
+        'base backup ended without start or end position',
+      );
     }
-    emit(observe, { type: 'backup.progress', backupId, bytesDone, ...(estimate !== undefined ? { bytesEstimated: estimate } : {}) });
+    emit(observe, {
+      type: 'backup.progress',
+      backupId,
+      bytesDone,
+      ...(estimate !== undefined ? { bytesEstimated: estimate } : {}),
+    });
     await conn.close();
 
     let walBytes = 0;
@@ -365,7 +460,11 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
       compression:
         compression.method === 'none'
           ? { method: 'none' }
-          : { method: compression.method, location: compressionLocation!, ...(compression.level !== undefined ? { level: compression.level } : {}) },
+          : {
+              method: compression.method,
+              location: compressionLocation!,
+              ...(compression.level !== undefined ? { level: compression.level } : {}),
+            },
       manifestChecksumAlgorithm: options.manifestChecksums ?? BASE_BACKUP_DEFAULTS.manifestChecksums,
       tablespaces,
       sizes: { dataBytes: bytesDone, storedBytes: objects.reduce((s, o) => s + o.size, 0), walBytes },
@@ -374,8 +473,19 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
     if (signal?.aborted) throw new AbortError('base backup aborted', { cause: signal.reason });
     // The completion marker: last, create-only.
     await stanza.writeCatalogEntry(backupId, entry, { signal });
-    emit(observe, { type: 'backup.completed', backupId, startLsn: entry.startLsn, endLsn: entry.endLsn, bytes: entry.sizes.storedBytes });
-    logger.info('base backup completed', { backupId, startLsn: entry.startLsn, endLsn: entry.endLsn, bytes: entry.sizes.storedBytes });
+    emit(observe, {
+      type: 'backup.completed',
+      backupId,
+      startLsn: entry.startLsn,
+      endLsn: entry.endLsn,
+      bytes: entry.sizes.storedBytes,
+    });
+    logger.info('base backup completed', {
+      backupId,
+      startLsn: entry.startLsn,
+      endLsn: entry.endLsn,
+      bytes: entry.sizes.storedBytes,
+    });
     return {
       backupId,
       stanza: stanzaName,
@@ -404,7 +514,12 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
     await removeAttempt(storage, written, cleanupPrefix, logger);
     if (backupId) {
       const pe = isPgarkError(err) ? err : undefined;
-      emit(observe, { type: 'backup.failed', backupId, code: pe?.code ?? 'UNKNOWN', message: pe?.message ?? String(err) });
+      emit(observe, {
+        type: 'backup.failed',
+        backupId,
+        code: pe?.code ?? 'UNKNOWN',
+        message: pe?.message ?? String(err),
+      });
     }
     throw err;
   } finally {
@@ -412,7 +527,12 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
   }
 }
 
-async function removeAttempt(storage: Storage, written: Set<string>, prefix: string | undefined, logger: { warn: (m: string, f?: Record<string, unknown>) => void }): Promise<void> {
+async function removeAttempt(
+  storage: Storage,
+  written: Set<string>,
+  prefix: string | undefined,
+  logger: { warn: (m: string, f?: Record<string, unknown>) => void },
+): Promise<void> {
   const keys = new Set(written);
   try {
     if (prefix) for await (const o of storage.list(prefix)) keys.add(o.key);

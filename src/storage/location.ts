@@ -27,9 +27,13 @@ const BUCKET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/;
  */
 export function parseS3Location(location: string): S3Location {
   const bad = (why: string): never => {
-    throw new ConfigError('CONFIG_INVALID_LOCATION', `invalid s3 location ${JSON.stringify(location)}: ${why}`, {
-      hint: 'use s3://bucket or s3://bucket/prefix',
-    });
+    throw new ConfigError(
+      'CONFIG_INVALID_LOCATION',
+      `invalid s3 location ${JSON.stringify(location)}: ${why}`,
+      {
+        hint: 'use s3://bucket or s3://bucket/prefix',
+      },
+    );
   };
   if (typeof location !== 'string' || !/^s3:\/\//i.test(location)) bad('it does not start with s3://');
   const rest = location.substring('s3://'.length);
@@ -61,9 +65,13 @@ export type StorageLocation = { kind: 'fs'; root: string } | ({ kind: 's3' } & S
  */
 export function parseStorageLocation(text: string): StorageLocation {
   const bad = (why: string): never => {
-    throw new ConfigError('CONFIG_INVALID_LOCATION', `invalid repository location ${JSON.stringify(text)}: ${why}`, {
-      hint: 'use a directory path or s3://bucket/prefix',
-    });
+    throw new ConfigError(
+      'CONFIG_INVALID_LOCATION',
+      `invalid repository location ${JSON.stringify(text)}: ${why}`,
+      {
+        hint: 'use a directory path or s3://bucket/prefix',
+      },
+    );
   };
   if (typeof text !== 'string' || text.trim() === '') bad('empty');
   if (text.includes('\0')) bad('contains a nul character');
