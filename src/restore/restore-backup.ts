@@ -18,17 +18,40 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, chmod, lchown, mkdir, open, readdir, rm, symlink, writeFile, lstat } from 'node:fs/promises';
+import {
+  appendFile,
+  chmod,
+  lchown,
+  mkdir,
+  open,
+  readdir,
+  rm,
+  symlink,
+  writeFile,
+  lstat,
+} from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Transform, type Readable } from 'node:stream';
-import { AbortError, ConfigError, IntegrityError, RestoreError, isPgarkError, throwIfAborted } from '../errors';
+import {
+  AbortError,
+  ConfigError,
+  IntegrityError,
+  RestoreError,
+  isPgarkError,
+  throwIfAborted,
+} from '../errors';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import type { Storage } from '../storage/storage';
 import type { ReplicationConnectionOptions } from '../connection/replication-connection';
 import { createStandbySlot } from './standby';
 import { openRepository } from '../archive/repository';
-import { assertCatalogEntry, readBackupCatalogEntry, type BackupCatalogEntry, type CatalogObject } from '../archive/backup-catalog';
+import {
+  assertCatalogEntry,
+  readBackupCatalogEntry,
+  type BackupCatalogEntry,
+  type CatalogObject,
+} from '../archive/backup-catalog';
 import type { Stanza } from '../archive/repository';
 import { isServerRunning } from '../local-server/server-control';
 import {
@@ -167,20 +190,35 @@ export async function checkRestoreTarget(dir: string, options: { clean?: boolean
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') {
-      throw new RestoreError('RESTORE_TARGET_NOT_EMPTY', `restore target ${dir} exists and is not a directory`);
+      throw new RestoreError(
+        'RESTORE_TARGET_NOT_EMPTY',
+        `restore target ${dir} exists and is not a directory`,
+      );
     }
-    throw new RestoreError('RESTORE_TARGET_NOT_EMPTY', `restore target ${dir} cannot be read: ${(e as Error).message}`, { cause: e });
+    throw new RestoreError(
+      'RESTORE_TARGET_NOT_EMPTY',
+      `restore target ${dir} cannot be read: ${(e as Error).message}`,
+      { cause: e },
+    );
   }
   if (names.includes('postmaster.pid') && (!options.clean || isServerRunning(dir))) {
-    throw new RestoreError('RESTORE_TARGET_IN_USE', `restore target ${dir} holds a running (or crashed) server's postmaster.pid`, {
-      hint: 'stop the server first; a restore never touches the directory of a running server',
-    });
+    throw new RestoreError(
+      'RESTORE_TARGET_IN_USE',
+      `restore target ${dir} holds a running (or crashed) server's postmaster.pid`,
+      {
+        hint: 'stop the server first; a restore never touches the directory of a running server',
+      },
+    );
   }
   if (names.length > 0) {
     if (!options.clean && names.includes(RESTORE_INCOMPLETE_MARKER)) {
-      throw new RestoreError('RESTORE_INCOMPLETE', `restore target ${dir} holds an incomplete restore (${RESTORE_INCOMPLETE_MARKER})`, {
-        hint: 'restore again with clean (--clean), or remove the directory',
-      });
+      throw new RestoreError(
+        'RESTORE_INCOMPLETE',
+        `restore target ${dir} holds an incomplete restore (${RESTORE_INCOMPLETE_MARKER})`,
+        {
+          hint: 'restore again with clean (--clean), or remove the directory',
+        },
+      );
     }
     if (!options.clean) {
       throw new RestoreError('RESTORE_TARGET_NOT_EMPTY', `restore target ${dir} is not empty`, {
@@ -220,13 +258,20 @@ function decompressorFor(name: string): Transform | undefined {
 function safeJoin(root: string, name: string): string {
   const p = resolve(root, name);
   if (isAbsolute(name) || (p !== root && !p.startsWith(root + sep))) {
-    throw new IntegrityError('INTEGRITY_ARCHIVE_INVALID', `archive member ${JSON.stringify(name)} points outside the target`);
+    throw new IntegrityError(
+      'INTEGRITY_ARCHIVE_INVALID',
+      `archive member ${JSON.stringify(name)} points outside the target`,
+    );
   }
   return p;
 }
 
 /** `sync: false` leaves the fsync to the final syncTree pass (archive members: see ./sync-tree). */
-async function writeFileStream(path: string, body: AsyncIterable<Buffer> | Buffer, sync = true): Promise<number> {
+async function writeFileStream(
+  path: string,
+  body: AsyncIterable<Buffer> | Buffer,
+  sync = true,
+): Promise<number> {
   const fh = await open(path, 'wx', FILE_MODE);
   let n = 0;
   try {
@@ -247,7 +292,11 @@ async function writeFileStream(path: string, body: AsyncIterable<Buffer> | Buffe
 }
 
 /** Reads an object, checking its sha256 against the catalog when the stream ends. */
-async function readVerified(storage: Storage, obj: CatalogObject, signal: AbortSignal | undefined): Promise<{ stream: Readable; check: () => void }> {
+async function readVerified(
+  storage: Storage,
+  obj: CatalogObject,
+  signal: AbortSignal | undefined,
+): Promise<{ stream: Readable; check: () => void }> {
   const src = await storage.get(obj.key, { signal });
   const h = hashing();
   src.on('error', (e) => h.destroy(e));
@@ -257,11 +306,15 @@ async function readVerified(storage: Storage, obj: CatalogObject, signal: AbortS
     check: () => {
       const actual = h.digest();
       if (h.bytes !== obj.size || actual !== obj.sha256) {
-        throw new IntegrityError('INTEGRITY_CHECKSUM_MISMATCH', `object ${obj.key} does not match its catalog entry`, {
-          key: obj.key,
-          expected: `${obj.size}:${obj.sha256}`,
-          actual: `${h.bytes}:${actual}`,
-        });
+        throw new IntegrityError(
+          'INTEGRITY_CHECKSUM_MISMATCH',
+          `object ${obj.key} does not match its catalog entry`,
+          {
+            key: obj.key,
+            expected: `${obj.size}:${obj.sha256}`,
+            actual: `${h.bytes}:${actual}`,
+          },
+        );
       }
     },
   };
@@ -309,7 +362,10 @@ export async function extractArchive(
       }
       default:
         // The server sends only files, directories and pg_tblspc symlinks (basebackup.c sendDir).
-        throw new IntegrityError('INTEGRITY_ARCHIVE_INVALID', `unexpected tar member type ${m.type} for ${m.name}`);
+        throw new IntegrityError(
+          'INTEGRITY_ARCHIVE_INVALID',
+          `unexpected tar member type ${m.type} for ${m.name}`,
+        );
     }
   }
   check();
@@ -340,10 +396,18 @@ export function defaultCliPath(): string | undefined {
 
 /** Refuses a conninfo that carries a password (it would land in postgresql.auto.conf). */
 function assertNoPassword(conninfo: string): void {
-  if (/(^|\s)password\s*=/i.test(conninfo) || /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/i.test(conninfo) || /[?&]password=/i.test(conninfo)) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', 'primary_conninfo must not contain a password (it would be written into postgresql.auto.conf)', {
-      hint: 'use passfile=<file readable only by the server user> in the conninfo, or the server user\'s ~/.pgpass',
-    });
+  if (
+    /(^|\s)password\s*=/i.test(conninfo) ||
+    /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/i.test(conninfo) ||
+    /[?&]password=/i.test(conninfo)
+  ) {
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      'primary_conninfo must not contain a password (it would be written into postgresql.auto.conf)',
+      {
+        hint: "use passfile=<file readable only by the server user> in the conninfo, or the server user's ~/.pgpass",
+      },
+    );
   }
 }
 
@@ -358,7 +422,10 @@ export async function listArchivedSegments(stanza: Stanza, signal?: AbortSignal)
   return out;
 }
 
-async function chooseBackup(stanza: Stanza, options: RestoreBackupOptions): Promise<{ entry: BackupCatalogEntry; plan?: RestorePlan }> {
+async function chooseBackup(
+  stanza: Stanza,
+  options: RestoreBackupOptions,
+): Promise<{ entry: BackupCatalogEntry; plan?: RestorePlan }> {
   const signal = options.signal;
   const target = options.recovery?.target;
   const wantsWindow = target !== undefined && !('immediate' in target);
@@ -390,12 +457,15 @@ function buildRestoreCommand(options: RestoreBackupOptions, stanzaName: string):
   if (!a) return undefined;
   const cliPath = a.cliPath ?? defaultCliPath();
   if (!cliPath) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', 'cannot find pgark\'s cli script for restore_command', {
+    throw new ConfigError('CONFIG_INVALID_OPTION', "cannot find pgark's cli script for restore_command", {
       hint: 'pass archive.cliPath (the dist/cli.js of an installed pgark, readable by the server user)',
     });
   }
   if (a.credentials && !a.envFile) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', 'archive.credentials needs archive.envFile (a file only the server user can read)');
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      'archive.credentials needs archive.envFile (a file only the server user can read)',
+    );
   }
   const hasTarget = options.recovery?.target !== undefined;
   return archiveFetchCommand({
@@ -412,7 +482,11 @@ function buildRestoreCommand(options: RestoreBackupOptions, stanzaName: string):
   });
 }
 
-async function writeEnvFile(path: string, c: NonNullable<ArchiveFetchSpec['credentials']>, owner: { uid: number; gid: number } | undefined): Promise<void> {
+async function writeEnvFile(
+  path: string,
+  c: NonNullable<ArchiveFetchSpec['credentials']>,
+  owner: { uid: number; gid: number } | undefined,
+): Promise<void> {
   if ([c.accessKeyId, c.secretAccessKey, c.sessionToken ?? ''].some((v) => /[\0\n\r]/.test(v))) {
     throw new ConfigError('CONFIG_INVALID_OPTION', 'a credential contains a newline or NUL');
   }
@@ -473,14 +547,23 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
 
   // Everything that can be refused is checked before the first byte is written.
   const restoreCommand = buildRestoreCommand(options, stanza.name);
-  const wantsConfig = restoreCommand !== undefined || options.recovery !== undefined || options.standby !== undefined || options.settings !== undefined;
+  const wantsConfig =
+    restoreCommand !== undefined ||
+    options.recovery !== undefined ||
+    options.standby !== undefined ||
+    options.settings !== undefined;
   const config = wantsConfig
     ? buildRecoveryConfig({
         major: entry.pgMajor,
         ...(restoreCommand !== undefined ? { restoreCommand } : {}),
         ...(options.recovery ? { recovery: options.recovery } : {}),
         ...(options.standby
-          ? { standby: { primaryConninfo: options.standby.primaryConninfo, ...(options.standby.slotName ? { primarySlotName: options.standby.slotName } : {}) } satisfies StandbySettings }
+          ? {
+              standby: {
+                primaryConninfo: options.standby.primaryConninfo,
+                ...(options.standby.slotName ? { primarySlotName: options.standby.slotName } : {}),
+              } satisfies StandbySettings,
+            }
           : {}),
         ...(options.settings ? { extra: options.settings } : {}),
       })
@@ -489,8 +572,15 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
   // Where each tablespace goes.
   const mapping = options.tablespaceMapping ?? {};
   const tablespaces = entry.tablespaces.map((t) => {
-    const to = mapping[String(t.oid)] ?? mapping[t.location] ?? (options.tablespaceRoot ? join(resolve(options.tablespaceRoot), String(t.oid)) : t.location);
-    if (!isAbsolute(to)) throw new ConfigError('CONFIG_INVALID_OPTION', `tablespace ${t.oid} must map to an absolute path (got ${JSON.stringify(to)})`);
+    const to =
+      mapping[String(t.oid)] ??
+      mapping[t.location] ??
+      (options.tablespaceRoot ? join(resolve(options.tablespaceRoot), String(t.oid)) : t.location);
+    if (!isAbsolute(to))
+      throw new ConfigError(
+        'CONFIG_INVALID_OPTION',
+        `tablespace ${t.oid} must map to an absolute path (got ${JSON.stringify(to)})`,
+      );
     return { oid: t.oid, original: t.location, location: resolve(to) };
   });
   await checkRestoreTarget(targetDir, { clean: options.clean });
@@ -508,7 +598,11 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
     await mkdir(targetDir, { recursive: true, mode: DIR_MODE });
     // PostgreSQL refuses a data directory with group/other access beyond 0750 (miscinit.c checkDataDir).
     await chmod(targetDir, DIR_MODE);
-    await writeFile(marker, `restore of backup ${backupId} started ${new Date().toISOString()}; this directory is incomplete\n`, { mode: FILE_MODE });
+    await writeFile(
+      marker,
+      `restore of backup ${backupId} started ${new Date().toISOString()}; this directory is incomplete\n`,
+      { mode: FILE_MODE },
+    );
     for (const t of tablespaces) {
       await mkdir(t.location, { recursive: true, mode: DIR_MODE });
       await chmod(t.location, DIR_MODE);
@@ -517,7 +611,10 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
       throwIfAborted(signal, 'restore');
       const ts = obj.spcOid === undefined ? undefined : tablespaces.find((t) => t.oid === obj.spcOid);
       if (obj.spcOid !== undefined && !ts) {
-        throw new IntegrityError('INTEGRITY_BACKUP_INCOMPLETE', `archive ${obj.name} belongs to tablespace ${obj.spcOid}, which the catalog entry does not list`);
+        throw new IntegrityError(
+          'INTEGRITY_BACKUP_INCOMPLETE',
+          `archive ${obj.name} belongs to tablespace ${obj.spcOid}, which the catalog entry does not list`,
+        );
       }
       const root = ts ? ts.location : targetDir;
       await extractArchive(options.storage, obj, root, {
@@ -529,7 +626,12 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
         },
       });
       bytes += obj.size;
-      emit(options, { type: 'restore.progress', backupId, bytesDone: bytes, bytesTotal: entry.sizes.storedBytes });
+      emit(options, {
+        type: 'restore.progress',
+        backupId,
+        bytesDone: bytes,
+        bytesTotal: entry.sizes.storedBytes,
+      });
     }
 
     // Tablespaces: symlinks pg_tblspc/<oid> → location (pg_verifybackup walks them), and
@@ -539,7 +641,13 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
       await mkdir(tblspc, { recursive: true, mode: DIR_MODE });
       for (const t of tablespaces) {
         const link = join(tblspc, String(t.oid));
-        if (!(await lstat(link).then(() => true, () => false))) await symlink(t.location, link);
+        if (
+          !(await lstat(link).then(
+            () => true,
+            () => false,
+          ))
+        )
+          await symlink(t.location, link);
       }
       if (tablespaces.some((t) => t.location !== t.original)) {
         const mapFile = join(targetDir, 'tablespace_map');
@@ -565,7 +673,12 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
     }
 
     // ---- [wal tail, helper-11] begin: the archive's durable partial tip (RPO 0), see src/archive/wal-tail.ts
-    if (restoreCommand !== undefined && !options.standby && options.walTail !== false && !(options.recovery?.target && 'immediate' in options.recovery.target)) {
+    if (
+      restoreCommand !== undefined &&
+      !options.standby &&
+      options.walTail !== false &&
+      !(options.recovery?.target && 'immediate' in options.recovery.target)
+    ) {
       walTail = await placeWalTail({
         storage: options.storage,
         stanza,
@@ -574,7 +687,11 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
         ...(options.recovery?.timeline !== undefined ? { recoveryTimeline: options.recovery.timeline } : {}),
         ...(signal ? { signal } : {}),
       });
-      if (walTail.files.length) logger.info('placed the archive\'s partial wal tail into pg_wal', { files: walTail.files.map((f) => f.walName), timeline: walTail.timeline });
+      if (walTail.files.length)
+        logger.info("placed the archive's partial wal tail into pg_wal", {
+          files: walTail.files.map((f) => f.walName),
+          timeline: walTail.timeline,
+        });
     }
     // ---- [wal tail, helper-11] end
 
@@ -609,8 +726,14 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
   } catch (e) {
     // The partial directory stays, marked incomplete (the marker was written first); a later
     // restore refuses it unless asked to clean it.
-    logger.warn('restore failed; the partial directory is marked incomplete', { backupId, targetDir, marker: RESTORE_INCOMPLETE_MARKER, error: isPgarkError(e) ? e.code : String(e) });
-    if (signal?.aborted && !(isPgarkError(e) && e.code === 'ABORTED')) throw new AbortError('restore aborted', { cause: e });
+    logger.warn('restore failed; the partial directory is marked incomplete', {
+      backupId,
+      targetDir,
+      marker: RESTORE_INCOMPLETE_MARKER,
+      error: isPgarkError(e) ? e.code : String(e),
+    });
+    if (signal?.aborted && !(isPgarkError(e) && e.code === 'ABORTED'))
+      throw new AbortError('restore aborted', { cause: e });
     throw e;
   }
   emit(options, { type: 'restore.completed', backupId, targetDir, bytes });
