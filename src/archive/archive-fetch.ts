@@ -33,7 +33,14 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ConfigError, IntegrityError, isPgarkError, throwIfAborted } from '../errors';
-import { classifyWalFileName, parseTimelineHistory, parseWalFileName, timelineOfHistoryFile, walFileName, type WalFileKind } from '../lsn';
+import {
+  classifyWalFileName,
+  parseTimelineHistory,
+  parseWalFileName,
+  timelineOfHistoryFile,
+  walFileName,
+  type WalFileKind,
+} from '../lsn';
 import { emit, noopLogger, type Logger, type ObserveOptions } from '../observe';
 import type { Storage } from '../storage/storage';
 import { WalSegmentCheckStream } from './wal-segment';
@@ -110,7 +117,10 @@ export async function archiveFetch(options: ArchiveFetchOptions): Promise<Archiv
   const kind = classifyWalFileName(walName);
   const prefetch = options.prefetch ?? ARCHIVE_FETCH_DEFAULTS.prefetch;
   if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > MAX_PREFETCH) {
-    throw new ConfigError('CONFIG_INVALID_OPTION', `prefetch must be an integer from 0 to ${MAX_PREFETCH}, not ${prefetch}`);
+    throw new ConfigError(
+      'CONFIG_INVALID_OPTION',
+      `prefetch must be an integer from 0 to ${MAX_PREFETCH}, not ${prefetch}`,
+    );
   }
   throwIfAborted(signal, `archive-fetch of ${walName}`);
 
@@ -136,7 +146,9 @@ export async function archiveFetch(options: ArchiveFetchOptions): Promise<Archiv
     }
     if (stream) {
       const size =
-        kind === 'partial' ? (await writeAtomically(destPath, stream)).size : await writeSmallAtomically(destPath, stream, kind, walName);
+        kind === 'partial'
+          ? (await writeAtomically(destPath, stream)).size
+          : await writeSmallAtomically(destPath, stream, kind, walName);
       result = { ...result, found: true, key, size };
     }
   }
@@ -158,12 +170,27 @@ export async function archiveFetch(options: ArchiveFetchOptions): Promise<Archiv
   return result;
 }
 
-async function fetchSegment(options: ArchiveFetchOptions, info: StanzaInfo, prefetch: number, logger: Logger): Promise<ArchiveFetchResult> {
+async function fetchSegment(
+  options: ArchiveFetchOptions,
+  info: StanzaInfo,
+  prefetch: number,
+  logger: Logger,
+): Promise<ArchiveFetchResult> {
   const { storage, stanza, walName, destPath, signal } = options;
   const segSize = info.walSegmentSize;
   const { timeline, segno } = parseWalFileName(walName, segSize);
-  const expect: SegmentExpect = { systemIdentifier: info.systemIdentifier, segmentSize: segSize, pgMajor: info.pgMajor };
-  const base: ArchiveFetchResult = { found: false, walName, kind: 'segment', fromSpool: false, prefetched: 0 };
+  const expect: SegmentExpect = {
+    systemIdentifier: info.systemIdentifier,
+    segmentSize: segSize,
+    pgMajor: info.pgMajor,
+  };
+  const base: ArchiveFetchResult = {
+    found: false,
+    walName,
+    kind: 'segment',
+    fromSpool: false,
+    prefetched: 0,
+  };
 
   const window: string[] = [];
   for (let i = 1n; i <= BigInt(prefetch); i++) {
@@ -174,11 +201,15 @@ async function fetchSegment(options: ArchiveFetchOptions, info: StanzaInfo, pref
 
   const spool =
     prefetch > 0
-      ? new Spool(options.spoolDir ?? join(dirname(destPath), ARCHIVE_FETCH_DEFAULTS.spoolDirName), {
-          repository: storage.describe(),
-          stanza,
-          systemIdentifier: info.systemIdentifier,
-        }, logger)
+      ? new Spool(
+          options.spoolDir ?? join(dirname(destPath), ARCHIVE_FETCH_DEFAULTS.spoolDirName),
+          {
+            repository: storage.describe(),
+            stanza,
+            systemIdentifier: info.systemIdentifier,
+          },
+          logger,
+        )
       : undefined;
   if (spool) await spool.prepare();
 
@@ -208,7 +239,11 @@ async function fetchSegment(options: ArchiveFetchOptions, info: StanzaInfo, pref
         missing.map((name) =>
           spool.download(name, storage, stanza, expect, signal).catch((e: unknown) => {
             if (signal?.aborted) throw e;
-            logger.warn('prefetch of a wal segment failed', { walName: name, code: isPgarkError(e) ? e.code : undefined, error: String(e) });
+            logger.warn('prefetch of a wal segment failed', {
+              walName: name,
+              code: isPgarkError(e) ? e.code : undefined,
+              error: String(e),
+            });
             return false;
           }),
         ),
@@ -240,7 +275,11 @@ function segmentCheck(walName: string, expect: SegmentExpect): WalSegmentCheckSt
  * Streams into a temporary file next to `path` (through `check` when given) and renames it over
  * `path`; returns the byte count and sha256.
  */
-async function writeAtomically(path: string, source: Readable, check?: WalSegmentCheckStream): Promise<{ size: number; sha256: string }> {
+async function writeAtomically(
+  path: string,
+  source: Readable,
+  check?: WalSegmentCheckStream,
+): Promise<{ size: number; sha256: string }> {
   const tmp = tempPathFor(path);
   let size = 0;
   const hash = createHash('sha256');
@@ -262,14 +301,22 @@ async function writeAtomically(path: string, source: Readable, check?: WalSegmen
   return { size, sha256: hash.digest('hex') };
 }
 
-async function writeSmallAtomically(path: string, source: Readable, kind: WalFileKind, walName: string): Promise<number> {
+async function writeSmallAtomically(
+  path: string,
+  source: Readable,
+  kind: WalFileKind,
+  walName: string,
+): Promise<number> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of source as AsyncIterable<Buffer>) {
     size += c.length;
     if (size > MAX_SMALL_FILE_BYTES) {
       source.destroy();
-      throw new IntegrityError('INTEGRITY_WAL_INVALID', `archived ${kind} file ${walName} is larger than ${MAX_SMALL_FILE_BYTES} bytes`);
+      throw new IntegrityError(
+        'INTEGRITY_WAL_INVALID',
+        `archived ${kind} file ${walName} is larger than ${MAX_SMALL_FILE_BYTES} bytes`,
+      );
     }
     chunks.push(c);
   }
@@ -278,7 +325,9 @@ async function writeSmallAtomically(path: string, source: Readable, kind: WalFil
     try {
       parseTimelineHistory(bytes);
     } catch (e) {
-      throw new IntegrityError('INTEGRITY_WAL_INVALID', `archived history file ${walName} cannot be parsed`, { cause: e });
+      throw new IntegrityError('INTEGRITY_WAL_INVALID', `archived history file ${walName} cannot be parsed`, {
+        cause: e,
+      });
     }
   }
   const tmp = tempPathFor(path);
@@ -332,7 +381,8 @@ class Spool {
       have = undefined;
     }
     if (have !== want) {
-      for (const name of await readdir(this.dir)) await rm(join(this.dir, name), { force: true, recursive: true });
+      for (const name of await readdir(this.dir))
+        await rm(join(this.dir, name), { force: true, recursive: true });
       await writeFile(join(this.dir, SPOOL_IDENTITY_FILE), want, { mode: 0o600 });
     }
     // Temporary files of an interrupted call (one call runs at a time per spool).
@@ -352,15 +402,26 @@ class Spool {
     }
     const hash = createHash('sha256');
     try {
-      await pipeline(createReadStream(file), segmentCheck(walName, expect), async function (src: AsyncIterable<Buffer>) {
-        for await (const chunk of src) hash.update(chunk);
-      });
+      await pipeline(
+        createReadStream(file),
+        segmentCheck(walName, expect),
+        async function (src: AsyncIterable<Buffer>) {
+          for await (const chunk of src) hash.update(chunk);
+        },
+      );
       if (hash.digest('hex') !== sha) {
-        throw new IntegrityError('INTEGRITY_CHECKSUM_MISMATCH', `spooled wal segment ${walName} does not have its recorded sha256`);
+        throw new IntegrityError(
+          'INTEGRITY_CHECKSUM_MISMATCH',
+          `spooled wal segment ${walName} does not have its recorded sha256`,
+        );
       }
       await rename(file, destPath);
     } catch (e) {
-      this.logger.warn('discarding a spooled wal segment', { walName, code: isPgarkError(e) ? e.code : undefined, error: String(e) });
+      this.logger.warn('discarding a spooled wal segment', {
+        walName,
+        code: isPgarkError(e) ? e.code : undefined,
+        error: String(e),
+      });
       await this.remove(walName);
       return false;
     }

@@ -51,7 +51,8 @@ export async function openWalObject(
   options: CallOptions = {},
 ): Promise<Readable> {
   // Create the decoder first: an unavailable codec fails before any request.
-  const decoder = compression === undefined ? undefined : createDecompressStream(CODEC_OF_SUFFIX[compression]);
+  const decoder =
+    compression === undefined ? undefined : createDecompressStream(CODEC_OF_SUFFIX[compression]);
   const raw = await storage.get(key, { signal: options.signal });
   if (!decoder) return raw;
   raw.on('error', (e) => decoder.destroy(e));

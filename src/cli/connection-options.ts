@@ -5,7 +5,12 @@
  * the connection string's keys over the environment. The password is never printed.
  */
 import { Option, type Command } from 'commander';
-import { ConfigError, parseConnectionString, type ReplicationConnectionOptions, type SslMode } from '../index';
+import {
+  ConfigError,
+  parseConnectionString,
+  type ReplicationConnectionOptions,
+  type SslMode,
+} from '../index';
 
 export interface ConnectionCliOptions {
   dbname?: string;
@@ -16,14 +21,19 @@ export interface ConnectionCliOptions {
 
 export function addConnectionOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('-d, --dbname <conninfo>', 'connection string or URL (postgresql://user@host:port/db)'))
+    .addOption(
+      new Option('-d, --dbname <conninfo>', 'connection string or URL (postgresql://user@host:port/db)'),
+    )
     .addOption(new Option('-h, --host <host>', 'database server host (PGHOST)'))
     .addOption(new Option('-p, --port <port>', 'database server port (PGPORT)'))
     .addOption(new Option('-U, --username <user>', 'role with the REPLICATION attribute (PGUSER)'));
 }
 
 /** Builds ReplicationConnection options from the command line and the environment. */
-export function connectionFromCli(opts: ConnectionCliOptions, env: NodeJS.ProcessEnv = process.env): ReplicationConnectionOptions {
+export function connectionFromCli(
+  opts: ConnectionCliOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): ReplicationConnectionOptions {
   const fromEnv: Partial<ReplicationConnectionOptions> = {};
   if (env.PGHOST) fromEnv.host = env.PGHOST;
   if (env.PGPORT) fromEnv.port = Number(env.PGPORT);
@@ -38,7 +48,10 @@ export function connectionFromCli(opts: ConnectionCliOptions, env: NodeJS.Proces
   if (opts.username) merged.user = opts.username;
   merged.host ??= 'localhost';
   merged.user ??= env.USER ?? 'postgres';
-  if (merged.port !== undefined && (!Number.isInteger(merged.port) || merged.port < 1 || merged.port > 65535)) {
+  if (
+    merged.port !== undefined &&
+    (!Number.isInteger(merged.port) || merged.port < 1 || merged.port > 65535)
+  ) {
     throw new ConfigError('CONFIG_INVALID_CONNINFO', 'invalid port');
   }
   return merged as ReplicationConnectionOptions;

@@ -49,7 +49,11 @@ export function endProgress(): void {
 }
 
 /** Runs a command action: prints the error and sets the exit code on failure. */
-export async function runAction(opts: OutputOptions, action: () => Promise<void>, failureCode = EXIT_FAILURE): Promise<void> {
+export async function runAction(
+  opts: OutputOptions,
+  action: () => Promise<void>,
+  failureCode = EXIT_FAILURE,
+): Promise<void> {
   try {
     await action();
   } catch (err) {

@@ -23,7 +23,11 @@ export const stderrLogger: Logger = {
  * came, re-raises it so that the parent (PostgreSQL) sees death by that signal: for restore_command
  * SIGTERM means "fast shutdown, exit cleanly" (shell_restore.c), anything else is FATAL.
  */
-export function withSignalAbort(): { signal: AbortSignal; signalled: () => boolean; done: (code: number) => void } {
+export function withSignalAbort(): {
+  signal: AbortSignal;
+  signalled: () => boolean;
+  done: (code: number) => void;
+} {
   const controller = new AbortController();
   let got: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals): void => {

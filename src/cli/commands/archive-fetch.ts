@@ -38,7 +38,10 @@ export const FETCH_EXIT = {
 } as const;
 
 /** The exit status for a fetch outcome: a result, or the error it threw. */
-export function fetchExitCode(outcome: { result: ArchiveFetchResult } | { error: unknown }, fatalErrors = false): number {
+export function fetchExitCode(
+  outcome: { result: ArchiveFetchResult } | { error: unknown },
+  fatalErrors = false,
+): number {
   if ('result' in outcome) return outcome.result.found ? FETCH_EXIT.found : FETCH_EXIT.notFound;
   return fatalErrors ? FETCH_EXIT.fatalError : FETCH_EXIT.error;
 }
@@ -53,7 +56,9 @@ interface FetchOptions extends RepoOptions {
 export function registerArchiveFetch(program: Command): void {
   const cmd = program
     .command('archive-fetch')
-    .description('restore_command: fetch one archived WAL file (%f) to %p; exit 0 found, 1 not in the archive, 2 error')
+    .description(
+      'restore_command: fetch one archived WAL file (%f) to %p; exit 0 found, 1 not in the archive, 2 error',
+    )
     .argument('<walName>', 'the file PostgreSQL asks for (%f)')
     .argument('<destPath>', 'where to put it (%p)')
     .option('--prefetch <n>', 'segments to download ahead into the spool (0: off)', '8')

@@ -30,7 +30,10 @@ export function registerArchivePush(program: Command): void {
     .command('archive-push')
     .description('archive_command: store one WAL file (%p) in the repository; exit 0 only when it is durable')
     .argument('<path>', 'the file to archive (%p)')
-    .option('--system-identifier <id>', "refuse files of another cluster than this one (default: the stanza's)")
+    .option(
+      '--system-identifier <id>',
+      "refuse files of another cluster than this one (default: the stanza's)",
+    )
     .option('--json', 'print the result as JSON');
   addRepoOptions(cmd);
   cmd.action(async (walPath: string, opts: PushOptions) => {

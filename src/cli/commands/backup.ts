@@ -6,7 +6,14 @@
  * progress line on a TTY. Exit code 0 only when the backup's catalog entry is written.
  */
 import { Option, type Command } from 'commander';
-import { ConfigError, formatLsn, runBaseBackup, type BackupCompression, type PgarkEvent, type WalMethod } from '../../index';
+import {
+  ConfigError,
+  formatLsn,
+  runBaseBackup,
+  type BackupCompression,
+  type PgarkEvent,
+  type WalMethod,
+} from '../../index';
 import { endProgress, formatBytes, printResult, progressLine, runAction } from '../output';
 import { addConnectionOptions, connectionFromCli, type ConnectionCliOptions } from '../connection-options';
 import { addRepoOptions, openRepoStorage, type RepoOptions } from '../repo-options';
@@ -38,7 +45,8 @@ export function parseCompressOption(text: string | undefined): BackupCompression
     for (const part of m[3].split(',')) {
       const [k, v] = part.includes('=') ? part.split('=', 2) : ['level', part];
       const n = Number(v);
-      if (!Number.isInteger(n)) throw new ConfigError('CONFIG_INVALID_OPTION', `invalid compression detail ${JSON.stringify(part)}`);
+      if (!Number.isInteger(n))
+        throw new ConfigError('CONFIG_INVALID_OPTION', `invalid compression detail ${JSON.stringify(part)}`);
       if (k === 'level') out.level = n;
       else if (k === 'workers') out.workers = n;
       else throw new ConfigError('CONFIG_INVALID_OPTION', `unknown compression detail ${JSON.stringify(k)}`);
@@ -51,7 +59,10 @@ export function parseCompressOption(text: string | undefined): BackupCompression
 export function parseMaxRate(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const m = /^(\d+)([kKmM]?)$/.exec(text.trim());
-  if (!m) throw new ConfigError('CONFIG_INVALID_OPTION', `invalid --max-rate ${JSON.stringify(text)}`, { hint: 'kB/s, or with a k or M suffix (32k..1024M)' });
+  if (!m)
+    throw new ConfigError('CONFIG_INVALID_OPTION', `invalid --max-rate ${JSON.stringify(text)}`, {
+      hint: 'kB/s, or with a k or M suffix (32k..1024M)',
+    });
   const n = Number(m[1]);
   return m[2] === 'M' || m[2] === 'm' ? n * 1024 : n;
 }
@@ -62,12 +73,22 @@ export function registerBackup(program: Command): void {
     .description('take a base backup over the replication protocol into the repository')
     .helpOption('-?, --help', 'show help')
     .option('-l, --label <label>', 'backup label', 'pgark base backup')
-    .addOption(new Option('-c, --checkpoint <mode>', 'checkpoint mode').choices(['fast', 'spread']).default('spread'))
+    .addOption(
+      new Option('-c, --checkpoint <mode>', 'checkpoint mode').choices(['fast', 'spread']).default('spread'),
+    )
     .option('--fast', 'same as --checkpoint fast')
     .option('-r, --max-rate <rate>', 'maximum transfer rate (kB/s, or with k/M suffix)')
-    .addOption(new Option('-X, --wal-method <method>', 'WAL in the backup: stream (self-contained), fetch, none').choices(['stream', 'fetch', 'none']).default('stream'))
+    .addOption(
+      new Option('-X, --wal-method <method>', 'WAL in the backup: stream (self-contained), fetch, none')
+        .choices(['stream', 'fetch', 'none'])
+        .default('stream'),
+    )
     .option('--compress <spec>', 'compression: [server-|client-]gzip|lz4|zstd[:LEVEL] or none', 'none')
-    .addOption(new Option('--manifest-checksums <alg>', 'backup_manifest checksums').choices(['NONE', 'CRC32C', 'SHA224', 'SHA256', 'SHA384', 'SHA512']).default('CRC32C'))
+    .addOption(
+      new Option('--manifest-checksums <alg>', 'backup_manifest checksums')
+        .choices(['NONE', 'CRC32C', 'SHA224', 'SHA256', 'SHA384', 'SHA512'])
+        .default('CRC32C'),
+    )
     .option('--no-verify-checksums', 'do not verify page checksums')
     .option('--json', 'print the result as JSON');
   addConnectionOptions(cmd);
@@ -94,7 +115,9 @@ export function registerBackup(program: Command): void {
           signal: controller.signal,
           onEvent: (e: PgarkEvent) => {
             if (e.type === 'backup.progress') {
-              const est = e.bytesEstimated ? ` of ~${formatBytes(e.bytesEstimated)} (${Math.min(100, Math.floor((100 * e.bytesDone) / e.bytesEstimated))}%)` : '';
+              const est = e.bytesEstimated
+                ? ` of ~${formatBytes(e.bytesEstimated)} (${Math.min(100, Math.floor((100 * e.bytesDone) / e.bytesEstimated))}%)`
+                : '';
               progressLine(`backup ${e.backupId}: ${formatBytes(e.bytesDone)}${est}`);
             }
           },

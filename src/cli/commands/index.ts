@@ -9,4 +9,11 @@ import { registerWalArchive } from './wal-archive';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [registerBackup, registerRestore, registerRestoreTable, registerArchivePush, registerArchiveFetch, registerWalArchive];
+export const COMMANDS: RegisterCommand[] = [
+  registerBackup,
+  registerRestore,
+  registerRestoreTable,
+  registerArchivePush,
+  registerArchiveFetch,
+  registerWalArchive,
+];

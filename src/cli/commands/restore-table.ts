@@ -28,7 +28,15 @@ interface RestoreTableCliOptions extends RepoOptions, RecoveryCliOptions {
 /** Credentials the scratch server's restore_command needs, passed through its environment only. */
 function awsEnv(): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION', 'AWS_PROFILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE']) {
+  for (const k of [
+    'AWS_ACCESS_KEY_ID',
+    'AWS_SECRET_ACCESS_KEY',
+    'AWS_SESSION_TOKEN',
+    'AWS_REGION',
+    'AWS_PROFILE',
+    'AWS_SHARED_CREDENTIALS_FILE',
+    'AWS_CONFIG_FILE',
+  ]) {
     const v = process.env[k];
     if (v) env[k] = v;
   }
@@ -38,10 +46,15 @@ function awsEnv(): Record<string, string> {
 export function registerRestoreTable(program: Command): void {
   const cmd = program
     .command('restore-table')
-    .description('restore one table as of a recovery target into a database (through a private scratch server)')
+    .description(
+      'restore one table as of a recovery target into a database (through a private scratch server)',
+    )
     .helpOption('-?, --help', 'show help')
     .option('--table <schema.name>', 'the table in the backup')
-    .option('-d, --dbname <conninfo>', 'the target database (conninfo or URL; password from PGPASSWORD or ~/.pgpass)')
+    .option(
+      '-d, --dbname <conninfo>',
+      'the target database (conninfo or URL; password from PGPASSWORD or ~/.pgpass)',
+    )
     .option('--as <name>', 'create the rows as a new table of this name (schema.name or name)')
     .option('--truncate', 'truncate the existing target table first')
     .option('--backup <id>', 'backup id, or latest (default: the newest that can reach the target)')
@@ -55,8 +68,14 @@ export function registerRestoreTable(program: Command): void {
   addRepoOptions(cmd);
   cmd.action(async (opts: RestoreTableCliOptions) => {
     await runAction(opts, async () => {
-      if (!opts.table) throw new ConfigError('CONFIG_INVALID_OPTION', 'no table given', { hint: 'pass --table schema.name' });
-      if (!opts.dbname) throw new ConfigError('CONFIG_INVALID_OPTION', 'no target database given', { hint: 'pass -d <conninfo>' });
+      if (!opts.table)
+        throw new ConfigError('CONFIG_INVALID_OPTION', 'no table given', {
+          hint: 'pass --table schema.name',
+        });
+      if (!opts.dbname)
+        throw new ConfigError('CONFIG_INVALID_OPTION', 'no target database given', {
+          hint: 'pass -d <conninfo>',
+        });
       const recovery = recoveryFromCli(opts);
       const storage = openRepoStorage(opts);
       try {

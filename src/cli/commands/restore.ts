@@ -72,7 +72,14 @@ export function addRecoveryOptions(cmd: Command, withAction = true): Command {
     .option('--target-immediate', "recovery_target = 'immediate': stop when the backup is consistent")
     .option('--target-exclusive', 'stop just before the target (recovery_target_inclusive = off)')
     .option('--target-timeline <tli>', 'recovery_target_timeline: latest, current or a number');
-  if (withAction) cmd.addOption(new Option('--target-action <action>', 'recovery_target_action').choices(['promote', 'pause', 'shutdown']));
+  if (withAction)
+    cmd.addOption(
+      new Option('--target-action <action>', 'recovery_target_action').choices([
+        'promote',
+        'pause',
+        'shutdown',
+      ]),
+    );
   return cmd;
 }
 
@@ -92,7 +99,10 @@ export function recoveryFromCli(o: RecoveryCliOptions): RecoveryOptions | undefi
     const t = o.targetTimeline;
     if (t === 'latest' || t === 'current') r.timeline = t;
     else if (/^\d+$/.test(t)) r.timeline = Number(t);
-    else throw new ConfigError('CONFIG_INVALID_OPTION', `invalid --target-timeline ${JSON.stringify(t)}`, { hint: 'latest, current or a number' });
+    else
+      throw new ConfigError('CONFIG_INVALID_OPTION', `invalid --target-timeline ${JSON.stringify(t)}`, {
+        hint: 'latest, current or a number',
+      });
   }
   if (o.targetAction) r.action = o.targetAction;
   return Object.keys(r).length > 0 ? r : undefined;
@@ -100,8 +110,14 @@ export function recoveryFromCli(o: RecoveryCliOptions): RecoveryOptions | undefi
 
 /** The restore_command's archive-fetch spec: this very CLI, with the same repository options. */
 export function archiveSpecFromCli(opts: RepoOptions): NonNullable<RestoreBackupOptions['archive']> {
-  if (!opts.repo) throw new ConfigError('CONFIG_INVALID_LOCATION', 'no repository given', { hint: 'pass --repo or set PGARK_REPO' });
-  const spec: NonNullable<RestoreBackupOptions['archive']> = { repo: opts.repo, cliPath: process.argv[1] ?? fileURLToPath(import.meta.url) };
+  if (!opts.repo)
+    throw new ConfigError('CONFIG_INVALID_LOCATION', 'no repository given', {
+      hint: 'pass --repo or set PGARK_REPO',
+    });
+  const spec: NonNullable<RestoreBackupOptions['archive']> = {
+    repo: opts.repo,
+    cliPath: process.argv[1] ?? fileURLToPath(import.meta.url),
+  };
   if (opts.s3Endpoint) spec.s3Endpoint = opts.s3Endpoint;
   if (opts.s3Region) spec.s3Region = opts.s3Region;
   if (opts.s3PathStyle) spec.s3PathStyle = true;
@@ -112,7 +128,10 @@ export function parseTablespaceMap(list: string[]): Record<string, string> {
   const mapping: Record<string, string> = {};
   for (const m of list) {
     const i = m.indexOf('=');
-    if (i <= 0 || i === m.length - 1) throw new ConfigError('CONFIG_INVALID_OPTION', `invalid tablespace mapping ${JSON.stringify(m)}`, { hint: 'use OLDDIR=NEWDIR or OID=NEWDIR' });
+    if (i <= 0 || i === m.length - 1)
+      throw new ConfigError('CONFIG_INVALID_OPTION', `invalid tablespace mapping ${JSON.stringify(m)}`, {
+        hint: 'use OLDDIR=NEWDIR or OID=NEWDIR',
+      });
     mapping[m.substring(0, i)] = m.substring(i + 1);
   }
   return mapping;
@@ -126,32 +145,48 @@ export function registerRestore(program: Command): void {
     .helpOption('-?, --help', 'show help')
     .option('-D, --pgdata <dir>', 'target data directory (must be empty or missing)')
     .option('--backup <id>', 'backup id, or latest (default: the newest that can reach the target)')
-    .option('-T, --tablespace-map <old=new>', 'relocate a tablespace (old: its directory or OID)', collect, [] as string[])
+    .option(
+      '-T, --tablespace-map <old=new>',
+      'relocate a tablespace (old: its directory or OID)',
+      collect,
+      [] as string[],
+    )
     .option('--tablespace-mapping <old=new>', 'same as --tablespace-map', collect, [] as string[])
     .option('--owner <user>', 'as root: OS user (or uid:gid) that will own the restored files')
     .option('--clean', 'empty a non-empty target directory first (never one of a running server)')
     .option('--no-archive', 'write no restore_command (recover from the WAL the backup carries only)')
     .option('--standby', 'set the copy up as a standby (standby.signal)')
-    .option('--primary-conninfo <conninfo>', "standby: primary_conninfo (no password: use passfile=…)")
+    .option('--primary-conninfo <conninfo>', 'standby: primary_conninfo (no password: use passfile=…)')
     .option('--slot <name>', 'standby: primary_slot_name')
-    .option('--create-slot', 'standby: create the slot on the primary (replication connection from --primary-conninfo, password from PGPASSWORD)')
+    .option(
+      '--create-slot',
+      'standby: create the slot on the primary (replication connection from --primary-conninfo, password from PGPASSWORD)',
+    )
     .option('--json', 'print the result as JSON');
   addRecoveryOptions(cmd);
   addRepoOptions(cmd);
   cmd.action(async (opts: RestoreCliOptions & { tablespaceMapping: string[] }) => {
     await runAction(opts, async () => {
       const targetDir = opts.pgdata ?? process.env.PGDATA;
-      if (!targetDir) throw new ConfigError('CONFIG_INVALID_OPTION', 'no target directory', { hint: 'pass -D <dir> or set PGDATA' });
+      if (!targetDir)
+        throw new ConfigError('CONFIG_INVALID_OPTION', 'no target directory', {
+          hint: 'pass -D <dir> or set PGDATA',
+        });
       const mapping = parseTablespaceMap([...opts.tablespaceMap, ...opts.tablespaceMapping]);
       const recovery = recoveryFromCli(opts);
       let standby: RestoreBackupOptions['standby'];
       if (opts.standby) {
-        if (!opts.primaryConninfo) throw new ConfigError('CONFIG_INVALID_OPTION', '--standby needs --primary-conninfo');
+        if (!opts.primaryConninfo)
+          throw new ConfigError('CONFIG_INVALID_OPTION', '--standby needs --primary-conninfo');
         standby = { primaryConninfo: opts.primaryConninfo, ...(opts.slot ? { slotName: opts.slot } : {}) };
         if (opts.createSlot) {
           if (!opts.slot) throw new ConfigError('CONFIG_INVALID_OPTION', '--create-slot needs --slot');
           const c = parseConnectionString(opts.primaryConninfo);
-          const conn: ReplicationConnectionOptions = { host: c.host ?? 'localhost', user: c.user ?? process.env.USER ?? 'postgres', ...c } as ReplicationConnectionOptions;
+          const conn: ReplicationConnectionOptions = {
+            host: c.host ?? 'localhost',
+            user: c.user ?? process.env.USER ?? 'postgres',
+            ...c,
+          } as ReplicationConnectionOptions;
           if (process.env.PGPASSWORD) conn.password = process.env.PGPASSWORD;
           standby.createSlot = conn;
         }
@@ -177,7 +212,9 @@ export function registerRestore(program: Command): void {
           [
             `backup ${r.backupId} restored into ${r.targetDir} (${formatBytes(r.bytes)} read)`,
             ...r.tablespaces.map((t) => `tablespace ${t.oid} in ${t.location}`),
-            ...(r.signalFile ? [`${r.signalFile} written; settings: ${Object.keys(r.recoverySettings).join(', ')}`] : []),
+            ...(r.signalFile
+              ? [`${r.signalFile} written; settings: ${Object.keys(r.recoverySettings).join(', ')}`]
+              : []),
           ],
           {
             backupId: r.backupId,

@@ -24,25 +24,36 @@ interface WalArchiveCliOptions extends ConnectionCliOptions, RepoOptions {
 function positiveMs(text: string | undefined, name: string): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0) throw new ConfigError('CONFIG_INVALID_OPTION', `${name} must be a positive number of seconds`);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new ConfigError('CONFIG_INVALID_OPTION', `${name} must be a positive number of seconds`);
   return Math.round(n * 1000);
 }
 
 function eventLine(e: PgarkEvent): string {
   const { type, ...rest } = e;
-  return `${type} ${Object.entries(rest).map(([k, v]) => `${k}=${String(v)}`).join(' ')}`;
+  return `${type} ${Object.entries(rest)
+    .map(([k, v]) => `${k}=${String(v)}`)
+    .join(' ')}`;
 }
 
 export function registerWalArchive(program: Command): void {
   const cmd = program
     .command('wal-archive')
-    .description('stream WAL continuously into the repository through a physical replication slot (until SIGINT/SIGTERM)')
+    .description(
+      'stream WAL continuously into the repository through a physical replication slot (until SIGINT/SIGTERM)',
+    )
     .requiredOption('--slot <name>', 'physical replication slot to stream through')
     .option('--create-slot', 'create the slot (RESERVE_WAL) if it does not exist')
     .option('--synchronous', 'make every byte durable at once and report it (for synchronous_standby_names)')
-    .option('--application-name <name>', 'application_name to connect with (matched by synchronous_standby_names; default: the slot name)')
+    .option(
+      '--application-name <name>',
+      'application_name to connect with (matched by synchronous_standby_names; default: the slot name)',
+    )
     .addOption(new Option('-s, --status-interval <seconds>', 'status update interval').default('2'))
-    .option('--flush-interval <seconds>', 'asynchronous mode: how often the incomplete segment is made durable (default 5)')
+    .option(
+      '--flush-interval <seconds>',
+      'asynchronous mode: how often the incomplete segment is made durable (default 5)',
+    )
     .option('--json', 'events on stderr and the result on stdout as JSON')
     .option('-q, --quiet', 'print no events');
   addConnectionOptions(cmd);
@@ -73,8 +84,15 @@ export function registerWalArchive(program: Command): void {
         const r = await archiver.done;
         printResult(
           opts,
-          [`stopped: wal durable in the repository up to ${formatLsn(r.flushedLsn)} on timeline ${r.timeline} (${r.segmentsStored} segments stored, ${r.reconnects} reconnects)`],
-          { flushedLsn: formatLsn(r.flushedLsn), timeline: r.timeline, segmentsStored: r.segmentsStored, reconnects: r.reconnects },
+          [
+            `stopped: wal durable in the repository up to ${formatLsn(r.flushedLsn)} on timeline ${r.timeline} (${r.segmentsStored} segments stored, ${r.reconnects} reconnects)`,
+          ],
+          {
+            flushedLsn: formatLsn(r.flushedLsn),
+            timeline: r.timeline,
+            segmentsStored: r.segmentsStored,
+            reconnects: r.reconnects,
+          },
         );
       } finally {
         process.off('SIGINT', onSignal);
