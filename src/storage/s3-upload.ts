@@ -139,16 +139,7 @@ async function putSingle(
       { abortSignal: requestSignal },
     ),
   );
-  if (!out.ETag) {
-    throw new StorageError(
-      'STORAGE_INCOMPLETE_UPLOAD',
-      `the store did not confirm ${target.key} with an etag`,
-      {
-        key: target.key,
-      },
-    );
-  }
-  return out.ETag;
+  return confirmedEtag(out.ETag, target.key);
 }
 
 async function uploadMultipart(
@@ -306,16 +297,7 @@ async function complete(
         );
       },
     );
-    if (!out.ETag) {
-      throw new StorageError(
-        'STORAGE_INCOMPLETE_UPLOAD',
-        `the store did not confirm ${target.key} with an etag`,
-        {
-          key: target.key,
-        },
-      );
-    }
-    return out.ETag;
+    return confirmedEtag(out.ETag, target.key);
   } catch (e) {
     const status = e instanceof StorageError ? e.httpStatus : httpStatusOf(e);
     const maybeOurs = attempts > 1 && (status === 404 || (ifAbsent && status === 412));
@@ -380,4 +362,14 @@ async function abortUpload(target: UploadTarget, uploadId: string): Promise<void
       },
     );
   }
+}
+
+/** A PutObject/CompleteMultipartUpload answer without an ETag is not a confirmed, whole object. */
+function confirmedEtag(etag: string | undefined, key: string): string {
+  if (!etag) {
+    throw new StorageError('STORAGE_INCOMPLETE_UPLOAD', `the store did not confirm ${key} with an etag`, {
+      key,
+    });
+  }
+  return etag;
 }

@@ -21,9 +21,8 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { build } from 'esbuild';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { archiveFetch, archivePush, IntegrityError } from '../../src/index';
@@ -35,39 +34,23 @@ import type { Storage } from '../../src/storage/storage';
 import { chownTree, resolveServerUser, shellQuote, startServer, stopServer } from '../../src/local-server';
 import { freePort, startCluster, TEST_ROOT, type TestCluster } from '../harness/postgres';
 import { createTestBucket, type TestBucket } from '../harness/s3';
+import { bundleCli } from './restore-helpers';
 
 const run = promisify(execFile);
-const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
 const PG_BASEBACKUP = '/usr/lib/postgresql/15/bin/pg_basebackup';
 const STANZA = 'main';
 
-let cliDir: string;
 let cli: string;
+let cleanupCli: (() => void) | undefined;
 
 beforeAll(async () => {
   if (!existsSync(PG_BASEBACKUP))
     throw new Error(`${PG_BASEBACKUP} missing: apt-get install postgresql-client-15`);
-  cliDir = join(REPO_ROOT, '.tmp', `archive-command-${process.pid}-${randomBytes(3).toString('hex')}`);
-  mkdirSync(cliDir, { recursive: true });
-  cli = join(cliDir, 'cli.mjs');
-  await build({
-    entryPoints: [join(REPO_ROOT, 'src/cli/main.ts')],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    packages: 'external',
-    outfile: cli,
-    logLevel: 'silent',
-  });
-  // The server user runs the command: it must traverse .tmp and read the bundle.
-  chmodSync(join(REPO_ROOT, '.tmp'), 0o755);
-  chmodSync(cliDir, 0o755);
-  chmodSync(cli, 0o644);
+  ({ cli, cleanup: cleanupCli } = await bundleCli('archive-command'));
 });
 
 afterAll(() => {
-  if (cliDir) rmSync(cliDir, { recursive: true, force: true });
+  cleanupCli?.();
 });
 
 interface Repo {

@@ -21,7 +21,7 @@ import {
   type ServerBinaries,
 } from '../../src/local-server';
 import { createFsStorage } from '../../src/storage/fs-storage';
-import { createS3Storage } from '../../src/storage/s3-storage';
+import { createS3Storage, type S3StorageOptions } from '../../src/storage/s3-storage';
 import { freePort, startCluster, TEST_ROOT, type Major, type TestCluster } from '../harness/postgres';
 import { createTestBucket } from '../harness/s3';
 
@@ -58,6 +58,8 @@ export interface TestRepo {
   cliArgs: string[];
   /** Server environment (S3 credentials only there). */
   env: Record<string, string>;
+  /** The s3 driver's options (s3 repositories only), e.g. for a child process that opens the same repository. */
+  s3StorageOptions?: S3StorageOptions;
   cleanup(): Promise<void>;
 }
 
@@ -95,6 +97,7 @@ export async function makeRepo(kind: 'fs' | 's3'): Promise<TestRepo> {
       AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
       AWS_REGION: s3.region,
     },
+    s3StorageOptions: bucket.storageOptions,
     async cleanup() {
       await storage.close();
       await bucket.cleanup();

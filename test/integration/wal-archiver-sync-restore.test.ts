@@ -10,18 +10,16 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createS3Storage, restoreBackup } from '../../src/index';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { restoreBackup } from '../../src/index';
 import { chownTree, resolveServerUser, stopServer } from '../../src/local-server';
 import { startCluster, type TestCluster } from '../harness/postgres';
 import { spawnArchiver } from '../harness/archiver-process';
-import { createTestBucket } from '../harness/s3';
 import {
   backup,
   bundleCli,
   makeRepo,
   restoredSlot,
-  STANZA,
   waitFor,
   waitPromoted,
   type TestRepo,
@@ -31,29 +29,8 @@ import {
 async function makeArchiverRepo(
   kind: 'fs' | 's3',
 ): Promise<{ repo: TestRepo; childStorage: Record<string, unknown> }> {
-  if (kind === 'fs') {
-    const repo = await makeRepo('fs');
-    return { repo, childStorage: { fsRoot: repo.spec.repo } };
-  }
-  const bucket = await createTestBucket({ prefix: 'pg', name: 'walsync' });
-  const s3 = inject('s3');
-  const storage = createS3Storage(bucket.storageOptions);
-  const repo: TestRepo = {
-    kind,
-    storage,
-    spec: { repo: `s3://${bucket.bucket}/pg`, s3Endpoint: s3.endpoint },
-    cliArgs: ['--repo', `s3://${bucket.bucket}/pg`, '--s3-endpoint', s3.endpoint, '--stanza', STANZA],
-    env: {
-      AWS_ACCESS_KEY_ID: s3.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
-      AWS_REGION: s3.region,
-    },
-    async cleanup() {
-      await storage.close();
-      await bucket.cleanup();
-    },
-  };
-  return { repo, childStorage: { s3: bucket.storageOptions } };
+  const repo = await makeRepo(kind);
+  return { repo, childStorage: kind === 'fs' ? { fsRoot: repo.spec.repo } : { s3: repo.s3StorageOptions } };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
