@@ -15,12 +15,35 @@
  *   modification time of that last segment: every commit in a segment happened before the segment
  *   was uploaded, so a target after it cannot be reached (PostgreSQL 13+ stops with "recovery
  *   ended before configured recovery target was reached").
- * - xid and restore-point targets carry no position that can be checked without reading WAL
- *   records: as pgBackRest does, the newest backup (or the one asked for) is used and PostgreSQL
- *   checks the target during recovery.
+ * - The archive's durable partial tail (the streaming archiver's `.partial` objects, which a restore
+ *   places into pg_wal: src/archive/wal-tail.ts) extends the window when the caller passes it
+ *   (`partialTail`, see `partialTailFromObjects`): it is WAL recovery will read.
+ * - xid and restore-point targets carry no position that can be checked without reading every WAL
+ *   record after the backup (PostgreSQL does that during recovery). What is checked soundly:
+ *   a restore point or a transaction end that recovery can stop at is a WAL record after the backup's
+ *   end (before it, PostgreSQL stops with "requested recovery stop point is before consistent recovery
+ *   point"), so a backup with no WAL after its end (archived whole segments or the partial tail) cannot
+ *   reach either: the newest backup that has some is used, and none is refused. For an xid, when the
+ *   backup's `oldestActiveXid` is known (CheckPoint.oldestActiveXid of its checkpoint: every xid
+ *   before it had ended when that checkpoint was written, i.e. before the backup's end), an xid that
+ *   precedes it (modulo 2^32, as TransactionIdPrecedes) lies before that backup's end. Not checked:
+ *   whether the restore point or the xid exists at all, or lies after the archive's end (that needs
+ *   the records; PostgreSQL 13+ stops with "recovery ended before configured recovery target was
+ *   reached").
  */
 import { RestoreError } from '../errors';
-import { formatLsn, parseLsn, segmentStartLsn, walFileName, lsnToSegmentNumber, type Lsn } from '../lsn';
+import {
+  formatLsn,
+  parseLsn,
+  parseWalFileName,
+  segmentStartLsn,
+  walFileName,
+  lsnToSegmentNumber,
+  type Lsn,
+} from '../lsn';
+import { parseRepositoryKey } from '../archive/repo-layout';
+import { planPartialAssembly } from '../archive/wal-partial';
+import { planWalTail, type WalTailPlanObject } from '../archive/wal-tail';
 import {
   parseTargetTime,
   recoveryTargetKind,
@@ -37,6 +60,25 @@ export interface PlannerBackup {
   endTimeline: number;
   finishedAt: string;
   walMethod: 'stream' | 'fetch' | 'none';
+  /**
+   * CheckPoint.oldestActiveXid of the backup's checkpoint (its pg_control or checkpoint record), when
+   * known; 0 or undefined: unknown (a shutdown checkpoint or wal_level minimal leave it 0).
+   */
+  oldestActiveXid?: number;
+}
+
+/**
+ * The durable partial WAL at the archive's tip that the restore will place into pg_wal
+ * (src/archive/wal-tail.ts): from the start of its first segment to the end of its durable bytes.
+ */
+export interface PlannerPartialTail {
+  timeline: number;
+  /** Start of the first partial segment. */
+  startLsn: string;
+  /** End of the durable bytes (exclusive). */
+  endLsn: string;
+  /** Modification time of the newest partial object (ISO 8601), when the store reports it. */
+  endTime?: string;
 }
 
 /** A whole archived WAL segment. */
@@ -72,10 +114,21 @@ export interface BackupSummary {
 export class RecoveryTargetError extends RestoreError {
   readonly backups: BackupSummary[];
   readonly walRanges: WalRange[];
-  constructor(message: string, detail: { backups: BackupSummary[]; walRanges: WalRange[]; hint?: string }) {
+  /** The durable partial tail the restore would place (when there is one). */
+  readonly partialTail?: PlannerPartialTail;
+  constructor(
+    message: string,
+    detail: {
+      backups: BackupSummary[];
+      walRanges: WalRange[];
+      partialTail?: PlannerPartialTail;
+      hint?: string;
+    },
+  ) {
     super('RESTORE_TARGET_OUT_OF_RANGE', message, { hint: detail.hint });
     this.backups = detail.backups;
     this.walRanges = detail.walRanges;
+    if (detail.partialTail) this.partialTail = detail.partialTail;
   }
 }
 
@@ -89,6 +142,8 @@ export interface RestorePlanInput {
   backupId?: string;
   target?: RecoveryTarget;
   timeline?: RecoveryTimeline;
+  /** The partial tail the restore will place into pg_wal (only when it will: see restore-backup.ts). */
+  partialTail?: PlannerPartialTail;
 }
 
 export interface RestorePlan {
@@ -96,6 +151,99 @@ export interface RestorePlan {
   /** Where recovery from this backup can end at the latest: LSN and (when known) time. */
   windowEnd: { lsn: string; time?: string };
   walRanges: WalRange[];
+}
+
+/** A listed WAL object of the stanza (key, size and modification time as the store lists them). */
+export interface ListedWalObject {
+  key: string;
+  size: number;
+  lastModified?: Date;
+}
+
+/**
+ * Pure: the partial segments restore's placeWalTail would put into pg_wal, from a listing of the
+ * stanza's WAL objects, by its own rule (planWalTail: the newest timeline only, partial-only segments
+ * after every complete one, contiguous). `recoveryTimeline` 'current' is planned as 'latest' here:
+ * the planner keeps the tail only when it is on the chosen backup's timeline.
+ */
+export function planPartialTailSegments(
+  objects: readonly ListedWalObject[],
+  walSegmentSize: number,
+  recoveryTimeline: RecoveryTimeline = 'latest',
+): { timeline: number; segments: string[] } {
+  const planObjects: WalTailPlanObject[] = [];
+  for (const o of objects) {
+    const p = parseRepositoryKey(o.key);
+    if (!p) continue;
+    planObjects.push({
+      kind: p.kind,
+      timeline: 'timeline' in p ? p.timeline : 0,
+      ...('walName' in p ? { walName: p.walName } : {}),
+    });
+  }
+  const plan = planWalTail({
+    objects: planObjects,
+    segmentSize: walSegmentSize,
+    backupTimeline: 0,
+    recoveryTimeline: recoveryTimeline === 'current' ? 'latest' : recoveryTimeline,
+  });
+  return { timeline: plan.timeline, segments: plan.segments };
+}
+
+/**
+ * Pure: the tail's extent from the durable bytes of each planned segment, in order (as placeWalTail
+ * places them: it stops at the first empty or incomplete one). Undefined: no tail.
+ */
+export function partialTailExtent(
+  timeline: number,
+  segments: readonly { walName: string; durableBytes: number; lastModified?: Date }[],
+  walSegmentSize: number,
+): PlannerPartialTail | undefined {
+  let start: Lsn | undefined;
+  let end: Lsn | undefined;
+  let newest: number | undefined;
+  for (const seg of segments) {
+    if (seg.durableBytes <= 0) break;
+    const segStart = segmentStartLsn(parseWalFileName(seg.walName, walSegmentSize).segno, walSegmentSize);
+    start ??= segStart;
+    end = segStart + BigInt(Math.min(seg.durableBytes, walSegmentSize));
+    const t = seg.lastModified?.getTime();
+    if (t !== undefined) newest = Math.max(newest ?? t, t);
+    if (seg.durableBytes < walSegmentSize) break; // the incomplete one is the last
+  }
+  if (start === undefined || end === undefined) return undefined;
+  return {
+    timeline,
+    startLsn: formatLsn(start),
+    endLsn: formatLsn(end),
+    ...(newest !== undefined ? { endTime: new Date(newest).toISOString() } : {}),
+  };
+}
+
+/**
+ * Pure: the durable partial tail from a listing alone, the durable bytes of each segment taken from
+ * the listed sizes of its exact pieces (planPartialAssembly). A store that keeps a pre-padded
+ * partial file (its size says nothing) needs the bytes read: see listRestoreWindow.
+ */
+export function partialTailFromObjects(
+  objects: readonly ListedWalObject[],
+  walSegmentSize: number,
+  recoveryTimeline: RecoveryTimeline = 'latest',
+): PlannerPartialTail | undefined {
+  const plan = planPartialTailSegments(objects, walSegmentSize, recoveryTimeline);
+  const segs = plan.segments.map((walName) => {
+    const mine = objects.filter((o) => {
+      const p = parseRepositoryKey(o.key);
+      return p !== undefined && 'walName' in p && p.walName === walName;
+    });
+    const times = mine.map((o) => o.lastModified?.getTime()).filter((t): t is number => t !== undefined);
+    return {
+      walName,
+      durableBytes: planPartialAssembly(mine, walName).durableBytes,
+      ...(times.length ? { lastModified: new Date(Math.max(...times)) } : {}),
+    };
+  });
+  return partialTailExtent(plan.timeline, segs, walSegmentSize);
 }
 
 /** Groups whole segments into contiguous runs per timeline (sorted by timeline, then position). */
@@ -141,6 +289,7 @@ export function recoverableEnd(
   ranges: WalRange[],
   walSegmentSize: number,
   timeline: RecoveryTimeline = 'latest',
+  partialTail?: PlannerPartialTail,
 ): { lsn: Lsn; time?: string } {
   const end = parseLsn(backup.endLsn);
   const endSeg = lsnToSegmentNumber(end, walSegmentSize);
@@ -173,7 +322,30 @@ export function recoverableEnd(
       if (r.endTime) time = r.endTime;
     }
   }
+  // The partial tail continues the WAL reached so far when it starts at or before its end (a later
+  // timeline's tail starts in the segment of its switch point, which the old timeline's WAL reaches).
+  if (
+    partialTail &&
+    partialTail.timeline >= backup.endTimeline &&
+    partialTail.timeline <= maxTl &&
+    parseLsn(partialTail.startLsn) <= lsn &&
+    parseLsn(partialTail.endLsn) > lsn
+  ) {
+    lsn = parseLsn(partialTail.endLsn);
+    if (partialTail.endTime) time = partialTail.endTime;
+  }
   return time === undefined ? { lsn } : { lsn, time };
+}
+
+/** The low 32 bits of a recovery_target_xid (PostgreSQL casts an epoch-qualified value to TransactionId). */
+export function targetXid32(xid: string | number | bigint): number {
+  return Number(BigInt(xid) & 0xffffffffn);
+}
+
+/** TransactionIdPrecedes (transam.c): modulo-2^32 order for normal xids, plain order for special ones (< 3). */
+export function xidPrecedes(a: number, b: number): boolean {
+  if (a < 3 || b < 3) return a < b;
+  return ((a - b) | 0) < 0;
 }
 
 function summary(b: PlannerBackup): BackupSummary {
@@ -202,7 +374,8 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
     a.backupId < b.backupId ? -1 : a.backupId > b.backupId ? 1 : 0,
   );
   const ranges = walRanges(input.segments, input.walSegmentSize);
-  const detail = { backups: backups.map(summary), walRanges: ranges };
+  const tail = input.partialTail;
+  const detail = { backups: backups.map(summary), walRanges: ranges, ...(tail ? { partialTail: tail } : {}) };
   if (backups.length === 0)
     throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', 'the stanza has no complete backup');
   const tl = input.timeline ?? 'latest';
@@ -214,11 +387,14 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
     if (!target) return 'the end of the archive';
     if ('time' in target) return `time ${parseTargetTime(target.time).toISOString()}`;
     if ('lsn' in target) return `lsn ${typeof target.lsn === 'bigint' ? formatLsn(target.lsn) : target.lsn}`;
+    if ('xid' in target) return `xid ${String(target.xid)}`;
+    if ('name' in target) return `restore point ${JSON.stringify(target.name)}`;
     return kind ?? 'target';
   };
+  const windowEnd = (b: PlannerBackup) => recoverableEnd(b, ranges, input.walSegmentSize, tl, tail);
   const reaches = (b: PlannerBackup): 'before' | 'after' | 'ok' => {
     if (!target) return 'ok';
-    const end = recoverableEnd(b, ranges, input.walSegmentSize, tl);
+    const end = windowEnd(b);
     if ('time' in target) {
       const t = parseTargetTime(target.time).getTime();
       if (t < Date.parse(b.finishedAt)) return 'before';
@@ -229,6 +405,14 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
       const l = typeof target.lsn === 'bigint' ? target.lsn : parseLsn(target.lsn);
       if (l < parseLsn(b.endLsn)) return 'before';
       if (l > end.lsn) return 'after';
+      return 'ok';
+    }
+    if ('xid' in target || 'name' in target) {
+      if ('xid' in target && b.oldestActiveXid && xidPrecedes(targetXid32(target.xid), b.oldestActiveXid))
+        return 'before';
+      // The stop record lies after the backup's end: some WAL past it must be reachable. A 'fetch'
+      // backup's pg_wal files are copied whole and may hold records written after its end: unknown.
+      if (b.walMethod !== 'fetch' && end.lsn <= parseLsn(b.endLsn)) return 'after';
       return 'ok';
     }
     return 'ok';
@@ -242,14 +426,15 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
         'RESTORE_BACKUP_NOT_FOUND',
         `backup ${input.backupId} does not exist (or is not complete)`,
       );
-  } else if (
-    input.backupId === 'latest' ||
-    kind === undefined ||
-    kind === 'xid' ||
-    kind === 'name' ||
-    kind === 'immediate'
-  ) {
+  } else if (input.backupId === 'latest' || kind === undefined || kind === 'immediate') {
     chosen = [...backups].reverse().find(eligibleTl);
+  } else if (kind === 'xid' || kind === 'name') {
+    // The newest backup that can reach it; else the newest one, refused below with the reason.
+    const newestFirst = [...backups].reverse().filter(eligibleTl);
+    chosen =
+      newestFirst.find((b) => reaches(b) === 'ok') ??
+      newestFirst.find((b) => reaches(b) !== 'before') ??
+      newestFirst[0];
   } else {
     chosen = [...backups].reverse().find((b) => eligibleTl(b) && reaches(b) !== 'before');
     if (!chosen) {
@@ -262,7 +447,7 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
   if (!chosen)
     throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', `no backup on timeline ${String(tl)} or earlier`);
 
-  const end = recoverableEnd(chosen, ranges, input.walSegmentSize, tl);
+  const end = windowEnd(chosen);
   if (end.lsn < 0n) {
     throw new RecoveryTargetError(
       `backup ${chosen.backupId} carries no wal and the archive lacks the wal from its start`,
@@ -276,6 +461,15 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
       {
         ...detail,
         hint: 'choose an older backup or a later target',
+      },
+    );
+  }
+  if (r === 'after' && (kind === 'xid' || kind === 'name')) {
+    throw new RecoveryTargetError(
+      `the recovery target (${describeTarget()}) needs wal after the end of backup ${chosen.backupId} (${chosen.endLsn}), and the archive holds none that recovery from it can reach`,
+      {
+        ...detail,
+        hint: 'archive the wal written after the backup (pg_switch_wal() closes the current segment), or choose an older backup',
       },
     );
   }

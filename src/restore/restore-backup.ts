@@ -61,6 +61,7 @@ import {
   type StandbySettings,
 } from './recovery-config';
 import { planRestore, type PlannerSegment, type RestorePlan } from './recovery-target';
+import { listRestoreWindow } from './restore-window';
 import { scanTar } from '../archive/tar-scan';
 import { syncTree } from './sync-tree';
 import { compressionFromFileName, createDecompressStream } from '../archive/compression';
@@ -438,10 +439,22 @@ async function chooseBackup(
     assertCatalogEntry(e, id);
     entries.push(e);
   }
-  const segments = wantsWindow ? await listArchivedSegments(stanza, signal) : [];
+  // The partial tail counts only when restore will place it (the conditions of the wal tail step below).
+  const withPartialTail =
+    (options.restoreCommand !== undefined || options.archive !== undefined) &&
+    !options.standby &&
+    options.walTail !== false;
+  const { segments, partialTail } = wantsWindow
+    ? await listRestoreWindow(options.storage, stanza, {
+        withPartialTail,
+        ...(options.recovery?.timeline !== undefined ? { recoveryTimeline: options.recovery.timeline } : {}),
+        ...(signal ? { signal } : {}),
+      })
+    : { segments: [], partialTail: undefined };
   const plan = planRestore({
     backups: entries,
     segments,
+    ...(partialTail ? { partialTail } : {}),
     walSegmentSize: stanza.info.walSegmentSize,
     ...(options.backupId !== undefined ? { backupId: options.backupId } : {}),
     ...(target ? { target } : {}),

@@ -1,10 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { RestoreError } from '../../src/errors';
+import { walPartialChunkKey, walPartialKey, walSegmentKey } from '../../src/archive/repo-layout';
 import {
+  partialTailExtent,
+  partialTailFromObjects,
   planRestore,
   RecoveryTargetError,
+  targetXid32,
   walRanges,
+  xidPrecedes,
   type PlannerBackup,
+  type PlannerPartialTail,
   type PlannerSegment,
 } from '../../src/restore/recovery-target';
 
@@ -163,5 +169,164 @@ describe('restore planner', () => {
         expect((e as RestoreError).code).toBe('RESTORE_BACKUP_NOT_FOUND');
       }
     }
+  });
+
+  it('the durable partial tail extends the window when it continues the archived wal', () => {
+    const tail: PlannerPartialTail = {
+      timeline: 1,
+      startLsn: '0/9000000',
+      endLsn: '0/9400000',
+      endTime: '2026-01-01T01:35:00.000Z',
+    };
+    const base = { backups: [b1, b2], segments, walSegmentSize: SEG, partialTail: tail };
+    const p = planRestore({ ...base, target: { lsn: '0/9300000' } });
+    expect(p.windowEnd).toEqual({ lsn: '0/9400000', time: '2026-01-01T01:35:00.000Z' });
+    expect(planRestore({ ...base, target: { time: '2026-01-01T01:34:00Z' } }).backup.backupId).toBe(
+      b2.backupId,
+    );
+    const e = refusal(() => planRestore({ ...base, target: { lsn: '0/9400001' } }));
+    expect(e.partialTail).toEqual(tail);
+    refusal(() => planRestore({ ...base, target: { time: '2026-01-01T01:37:00Z' } }));
+    // Without the tail (restore will not place it) the same target is refused.
+    refusal(() =>
+      planRestore({ backups: [b1, b2], segments, walSegmentSize: SEG, target: { lsn: '0/9300000' } }),
+    );
+    // A tail that does not continue the archived run (a hole before it) does not count.
+    refusal(() =>
+      planRestore({
+        ...base,
+        partialTail: { timeline: 1, startLsn: '0/B000000', endLsn: '0/B400000' },
+        target: { lsn: '0/B100000' },
+      }),
+    );
+    // A later timeline's tail counts for 'latest', not for 'current'.
+    const tl2Tail = { timeline: 2, startLsn: '0/8000000', endLsn: '0/8800000' };
+    expect(planRestore({ ...base, partialTail: tl2Tail, target: { lsn: '0/8F00000' } }).windowEnd.lsn).toBe(
+      '0/9000000',
+    );
+    expect(
+      planRestore({
+        ...base,
+        segments: segments.filter((x) => x.segno < 8n),
+        partialTail: tl2Tail,
+        target: { lsn: '0/8700000' },
+      }).windowEnd.lsn,
+    ).toBe('0/8800000');
+    refusal(() =>
+      planRestore({
+        ...base,
+        segments: segments.filter((x) => x.segno < 8n),
+        partialTail: tl2Tail,
+        target: { lsn: '0/8700000' },
+        timeline: 'current',
+      }),
+    );
+  });
+
+  it('computes the partial tail from a listing as placeWalTail plans it', () => {
+    const at = (min: number) => new Date(Date.UTC(2026, 0, 1, 1, min));
+    const objects = [
+      { key: walSegmentKey('s', '000000010000000000000008'), size: SEG, lastModified: at(30) },
+      { key: walPartialKey('s', '000000010000000000000009'), size: 0x400000, lastModified: at(31) },
+      {
+        key: walPartialChunkKey('s', '000000010000000000000009', 0x400000),
+        size: 0x1000,
+        lastModified: at(32),
+      },
+      // A stale partial older than a complete segment is not part of the tail.
+      { key: walPartialKey('s', '000000010000000000000007'), size: 0x100, lastModified: at(1) },
+    ];
+    expect(partialTailFromObjects(objects, SEG)).toEqual({
+      timeline: 1,
+      startLsn: '0/9000000',
+      endLsn: '0/9401000',
+      endTime: '2026-01-01T01:32:00.000Z',
+    });
+    // Recovery that does not follow the newest timeline places nothing.
+    expect(partialTailFromObjects(objects, SEG, 2)).toBeUndefined();
+    expect(partialTailFromObjects(objects.slice(0, 1), SEG)).toBeUndefined();
+    // A full first segment continues into the next; an empty one ends the tail.
+    expect(
+      partialTailExtent(
+        1,
+        [
+          { walName: '000000010000000000000009', durableBytes: SEG },
+          { walName: '00000001000000000000000A', durableBytes: 0x20 },
+        ],
+        SEG,
+      )?.endLsn,
+    ).toBe('0/A000020');
+    expect(
+      partialTailExtent(1, [{ walName: '000000010000000000000009', durableBytes: 0 }], SEG),
+    ).toBeUndefined();
+  });
+
+  it('a restore point or xid target needs wal after the backup: the newest backup that has some, else refused', () => {
+    // No archive at all: a stream backup reaches only its own end, where no stop record can be.
+    for (const target of [{ name: 'before_upgrade' }, { xid: 900 }]) {
+      const e = refusal(() => planRestore({ backups: [b1, b2], segments: [], walSegmentSize: SEG, target }));
+      expect(e.backups).toHaveLength(2);
+      expect(e.walRanges).toEqual([]);
+    }
+    // The archive stops before b2's end: b1 (whose wal continues) is chosen.
+    const upTo5 = segments.filter((x) => x.segno <= 5n);
+    expect(
+      planRestore({ backups: [b1, b2], segments: upTo5, walSegmentSize: SEG, target: { name: 'x' } }).backup
+        .backupId,
+    ).toBe(b1.backupId);
+    // Asked for b2 explicitly: refused.
+    refusal(() =>
+      planRestore({
+        backups: [b1, b2],
+        segments: upTo5,
+        walSegmentSize: SEG,
+        backupId: b2.backupId,
+        target: { name: 'x' },
+      }),
+    );
+    // A 'fetch' backup's pg_wal files may hold wal past its end: not refused.
+    const fetchB: PlannerBackup = { ...b1, walMethod: 'fetch' };
+    expect(
+      planRestore({ backups: [fetchB], segments: [], walSegmentSize: SEG, target: { name: 'x' } }).backup
+        .backupId,
+    ).toBe(b1.backupId);
+    // The partial tail counts as wal after the backup.
+    expect(
+      planRestore({
+        backups: [b1],
+        segments: [],
+        walSegmentSize: SEG,
+        partialTail: { timeline: 1, startLsn: '0/2000000', endLsn: '0/2100000' },
+        target: { name: 'x' },
+      }).windowEnd.lsn,
+    ).toBe('0/2100000');
+  });
+
+  it("an xid that precedes a backup's oldest active xid is before that backup's end", () => {
+    const x1 = { ...b1, oldestActiveXid: 700 };
+    const x2 = { ...b2, oldestActiveXid: 1000 };
+    const base = { backups: [x1, x2], segments, walSegmentSize: SEG };
+    expect(planRestore({ ...base, target: { xid: 1000 } }).backup.backupId).toBe(b2.backupId);
+    expect(planRestore({ ...base, target: { xid: '5000' } }).backup.backupId).toBe(b2.backupId);
+    expect(planRestore({ ...base, target: { xid: 999 } }).backup.backupId).toBe(b1.backupId);
+    // An epoch-qualified xid (xid8) counts by its low 32 bits, as recovery_target_xid does.
+    expect(planRestore({ ...base, target: { xid: (1n << 32n) + 800n } }).backup.backupId).toBe(b1.backupId);
+    const e = refusal(() => planRestore({ ...base, target: { xid: 600 } }));
+    expect(e.backups.map((b) => b.backupId)).toEqual([b1.backupId, b2.backupId]);
+    refusal(() => planRestore({ ...base, backupId: b2.backupId, target: { xid: 999 } }));
+    // Unknown (0): not checked.
+    expect(
+      planRestore({ ...base, backups: [{ ...b2, oldestActiveXid: 0 }], target: { xid: 5 } }).backup.backupId,
+    ).toBe(b2.backupId);
+  });
+
+  it('compares xids modulo 2^32 as TransactionIdPrecedes does', () => {
+    expect(xidPrecedes(100, 200)).toBe(true);
+    expect(xidPrecedes(200, 100)).toBe(false);
+    expect(xidPrecedes(100, 100)).toBe(false);
+    expect(xidPrecedes(0xfffffff0, 10)).toBe(true); // wrapped around
+    expect(xidPrecedes(10, 0xfffffff0)).toBe(false);
+    expect(xidPrecedes(2, 100)).toBe(true); // special xids: plain order
+    expect(targetXid32('4294967396')).toBe(100);
   });
 });
