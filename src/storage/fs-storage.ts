@@ -25,9 +25,12 @@ import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AbortError, StorageError, isPgarkError, throwIfAborted } from '../errors';
 import { BatchedFileWriter } from './fs-batched-writer';
+import { openFsFixedSizeFile } from './fs-fixed-size-file';
 import { noopLogger, type Logger, type ObserveOptions } from '../observe';
 import type {
   CallOptions,
+  FixedSizeFile,
+  FixedSizeFileOptions,
   GetOptions,
   ListOptions,
   ObjectInfo,
@@ -528,6 +531,16 @@ async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
   } catch {
+
+  /** In-place writes of a zero-filled file of a fixed size: see ./fs-fixed-size-file. */
+  openFixedSizeFile(key: string, sizeBytes: number, options?: FixedSizeFileOptions): Promise<FixedSizeFile> {
+    return openFsFixedSizeFile(
+      { pathOf: (k) => this.pathOf(k), assertKey: assertValidFsKey, ensureDir, mapError: mapFsError },
+      key,
+      sizeBytes,
+      options,
+    );
+  }
     return false;
   }
 }

@@ -74,6 +74,36 @@ export interface Storage {
   /** Where this storage points, without secrets: `/var/lib/pgark` or `s3://bucket/prefix (endpoint …)`. */
   describe(): string;
 
+/** Options of `Storage.openFixedSizeFile`. */
+export interface FixedSizeFileOptions extends CallOptions {
+  /** Bytes written at offset 0 when the file is created (ignored when it exists already). */
+  initial?: Buffer;
+}
+
+/**
+ * A file of a fixed size, overwritten in place (the optional `openFixedSizeFile` capability).
+ * Its size never changes, so it says nothing about how much of it holds data: the caller keeps
+ * that account.
+ */
+export interface FixedSizeFile {
+  readonly key: string;
+  readonly sizeBytes: number;
+  /** True when the open found the file already there (as a previous writer left it). */
+  readonly existed: boolean;
+  /**
+   * Writes `data` at `offset` and makes it durable (fs: pwrite + fdatasync, no metadata change).
+   * After a failure, assume nothing written since the last success is durable: write it again.
+   */
+  writeDurably(data: Buffer, offset: number): Promise<void>;
+  /**
+   * Makes the file durable and moves it to `finalKey`, create-only: an existing `finalKey` is
+   * StorageError STORAGE_CONFLICT and this file stays where it is. Closes the handle.
+   */
+  publish(finalKey: string): Promise<void>;
+  /** Releases the handle (the file stays). */
+  close(): Promise<void>;
+}
+
   /** Writes a key from a stream or a buffer; visible whole or not at all once resolved. */
   put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<PutResult>;
   /** Reads a key (or a byte range of it) as a stream. An absent key rejects with STORAGE_NOT_FOUND. */
@@ -87,3 +117,12 @@ export interface Storage {
   /** Releases sockets and handles. */
   close(): Promise<void>;
 }
+  /**
+   * OPTIONAL capability, only where the store can overwrite in place cheaply (fs): opens the file
+   * of `key` for in-place writes, creating it durably when absent (`initial` at offset 0, zeros up
+   * to `sizeBytes`: the key never shows a shorter file); an existing file of another size is
+   * STORAGE_CONFLICT. The synchronous WAL writer uses it as pg_receivewal uses its pre-padded
+   * `.partial` file (one pwrite + fdatasync per flush); callers fall back to `put` when absent.
+   * Such a key is listed and read like any other (its size is `sizeBytes`).
+   */
+  openFixedSizeFile?(key: string, sizeBytes: number, options?: FixedSizeFileOptions): Promise<FixedSizeFile>;
