@@ -30,8 +30,14 @@
  *                                                        compression suffix .gz/.lz4/.zst
  * stanzas/<stanza>/wal/<timeline>/<segment>.partial      the newest, incomplete segment (replaced as it grows)
  * stanzas/<stanza>/wal/<timeline>/<segment>.partial.<seq 8 hex>
- *                                                        reserved: sequenced chunks of a partial segment
- *                                                        for the synchronous s3 mode
+ *                                                        sequenced chunks of a partial segment: bytes
+ *                                                        [seq, seq + size) of it (seq = start offset)
+ * stanzas/<stanza>/wal/<timeline>/<segment>.partial.padded
+ *                                                        the synchronous writer's open segment on a
+ *                                                        directory repository: always walSegmentSize
+ *                                                        bytes, written in place, zeros past what was
+ *                                                        written (its size does NOT tell its durable
+ *                                                        prefix); never served as a complete segment
  * stanzas/<stanza>/wal/<timeline>/<segment>.<offset 8 hex>.backup
  *                                                        backup-history files
  * stanzas/<stanza>/wal/history/<timeline 8 hex>.history  timeline history files
@@ -74,6 +80,7 @@ const TIMELINE_DIR_RE = /^[0-9A-F]{8}$/;
 const PARTIAL_CHUNK_RE = /^([0-9A-F]{24})\.partial\.([0-9a-f]{8})$/;
 const SEGMENT_RE = /^([0-9A-F]{24})(?:\.(gz|lz4|zst))?$/;
 const PARTIAL_RE = /^([0-9A-F]{24})\.partial$/;
+const PARTIAL_PADDED_RE = /^([0-9A-F]{24})\.partial\.padded$/;
 
 // ---------------------------------------------------------------------------------------------
 // Validation
@@ -245,7 +252,16 @@ export function walPartialKey(stanza: string, segment: string): string {
   return `${walTimelinePrefix(stanza, timelineOfSegment(segment))}${segment}.partial`;
 }
 
-/** Reserved for the synchronous s3 mode: chunk `seq` of a partial segment (sorts by seq). */
+/**
+ * The open, zero-padded segment file of the synchronous writer on a directory repository
+ * (Storage.openFixedSizeFile): segment-sized, overwritten in place; see docs/design-wal.md.
+ */
+export function walPartialPaddedKey(stanza: string, segment: string): string {
+  assertWalName(segment);
+  return `${walTimelinePrefix(stanza, timelineOfSegment(segment))}${segment}.partial.padded`;
+}
+
+/** Chunk `seq` (its start offset in the segment) of a partial segment (sorts by seq). */
 export function walPartialChunkKey(stanza: string, segment: string, seq: number): string {
   assertWalName(segment);
   if (!Number.isInteger(seq) || seq < 0 || seq > 0xffffffff) {
@@ -303,6 +319,7 @@ export type RepositoryKey =
     }
   | { kind: 'wal-partial'; stanza: string; timeline: number; walName: string }
   | { kind: 'wal-partial-chunk'; stanza: string; timeline: number; walName: string; seq: number }
+  | { kind: 'wal-partial-padded'; stanza: string; timeline: number; walName: string }
   | { kind: 'wal-backup-history'; stanza: string; timeline: number; fileName: string }
   | { kind: 'wal-history'; stanza: string; timeline: number };
 
@@ -361,6 +378,8 @@ export function parseRepositoryKey(key: string): RepositoryKey | undefined {
     if (m) return { kind: 'wal-partial', stanza, timeline, walName: m[1]! };
     m = PARTIAL_CHUNK_RE.exec(name);
     if (m) return { kind: 'wal-partial-chunk', stanza, timeline, walName: m[1]!, seq: parseInt(m[2]!, 16) };
+    m = PARTIAL_PADDED_RE.exec(name);
+    if (m) return { kind: 'wal-partial-padded', stanza, timeline, walName: m[1]! };
     if (isBackupHistoryFileName(name))
       return { kind: 'wal-backup-history', stanza, timeline, fileName: name };
     return undefined;

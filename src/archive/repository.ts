@@ -80,7 +80,15 @@ export interface GetJsonOptions extends CallOptions {
 export type WalObject = ObjectInfo & {
   parsed: Extract<
     RepositoryKey,
-    { kind: 'wal-segment' | 'wal-partial' | 'wal-partial-chunk' | 'wal-backup-history' | 'wal-history' }
+    {
+      kind:
+        | 'wal-segment'
+        | 'wal-partial'
+        | 'wal-partial-chunk'
+        | 'wal-partial-padded'
+        | 'wal-backup-history'
+        | 'wal-history';
+    }
   >;
 };
 
@@ -510,6 +518,7 @@ export class Stanza {
         (parsed.kind === 'wal-segment' ||
           parsed.kind === 'wal-partial' ||
           parsed.kind === 'wal-partial-chunk' ||
+          parsed.kind === 'wal-partial-padded' ||
           parsed.kind === 'wal-backup-history' ||
           parsed.kind === 'wal-history') &&
         parsed.stanza === this.name
