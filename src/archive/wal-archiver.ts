@@ -364,7 +364,12 @@ class WalArchiver {
       const objects = [];
       for await (const obj of this.stanza.listWal()) {
         const p = obj.parsed;
-        if (p.kind === 'wal-segment' || p.kind === 'wal-partial' || p.kind === 'wal-partial-chunk') {
+        if (
+          p.kind === 'wal-segment' ||
+          p.kind === 'wal-partial' ||
+          p.kind === 'wal-partial-chunk' ||
+          p.kind === 'wal-partial-padded'
+        ) {
           objects.push({ kind: p.kind, walName: p.walName, key: obj.key });
         }
       }
@@ -406,12 +411,19 @@ class WalArchiver {
       // Segments a previous run made wholly durable as chunks but did not store whole yet.
       const chunked = new Set(objects.filter((x) => x.kind === 'wal-partial-chunk').map((x) => x.walName));
       const whole = new Set(objects.filter((x) => x.kind === 'wal-segment').map((x) => x.walName));
-      const candidates = [...chunked]
+      // And those whose padded file is complete (a newer segment exists: wal-start-plan.ts).
+      const paddedComplete = new Set(plan.completedPadded);
+      const candidates = [...new Set([...chunked, ...paddedComplete])]
         .filter((n) => !whole.has(n) && n !== plan.resumePartial)
         .sort()
         .map((name) => {
           const { timeline, segno } = parseWalFileName(name, segSize);
-          return { timeline, name, startLsn: segmentStartLsn(segno, segSize) };
+          return {
+            timeline,
+            name,
+            startLsn: segmentStartLsn(segno, segSize),
+            paddedComplete: paddedComplete.has(name),
+          };
         });
       if (candidates.length) await writer.storeCompletedPartials(candidates);
       await writer.begin(plan.timeline, plan.startLsn);

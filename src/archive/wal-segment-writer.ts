@@ -9,6 +9,13 @@
  *   synchronous mode, every `flushIntervalMs` otherwise;
  * - `compact()` rewrites the tail as one `<segment>.partial` object (on stop and at a timeline end).
  *
+ * Synchronous mode on a store with `openFixedSizeFile` (fs): the incomplete segment is instead one
+ * `<segment>.partial.padded` file, created zero-filled to the segment size and overwritten in place,
+ * one pwrite + fdatasync per flush (pg_receivewal's pre-padded `.partial`: no metadata change, no
+ * journal commit); a completed segment's file is renamed (link + unlink, create-only) to its own
+ * name. Its durable prefix is not told by its size: on a restart the segment is re-streamed from
+ * its start, compared with the file where the file holds non-zero bytes, and rewritten.
+ *
  * `flushedLsn` is the end of the contiguous durable prefix; the archiver reports exactly that to
  * the server. Memory: at most two segment buffers (one filling, one being stored); `write` waits
  * when both are taken, which pauses the replication socket (backpressure).
@@ -28,8 +35,8 @@ import {
 } from '../errors';
 import { formatLsn, lsnToSegmentNumber, segmentStartLsn, walFileName, type Lsn } from '../lsn';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
-import type { Storage } from '../storage/storage';
-import { walPartialChunkKey, walPartialKey, walSegmentKey } from './repo-layout';
+import type { FixedSizeFile, Storage } from '../storage/storage';
+import { walPartialChunkKey, walPartialKey, walPartialPaddedKey, walSegmentKey } from './repo-layout';
 import { readArchivedPartial } from './wal-partial';
 
 export interface WalSegmentWriterOptions extends ObserveOptions {
@@ -68,6 +75,18 @@ interface Segment {
   partialKeys: string[];
   /** True when `.partial` itself holds [0, durable) and no chunk is needed to read it. */
   compacted: boolean;
+  /**
+   * Bytes [filled, verifyEnd) of `buf` were loaded from a `.partial.padded` file whose durable
+   * prefix is unknown: re-streamed bytes are compared with them where they are non-zero (a zero
+   * there may be a write that never reached the disk) and then replace them.
+   */
+  verifyEnd: number;
+  /** The segment's open `.partial.padded` file (in-place mode). */
+  file: FixedSizeFile | undefined;
+  /** The key of the segment's `.partial.padded` file, when one exists. */
+  paddedKey: string | undefined;
+  /** True when the padded file is known to hold exactly [0, durable) (written by this writer). */
+  fileHolds: boolean;
 }
 
 export interface WalWriterCounters {
@@ -156,15 +175,23 @@ export class WalSegmentWriter {
     const existing = await this.retrying('list', walPartialKey(this.o.stanza, seg.name), () =>
       readArchivedPartial(this.o.storage, this.o.stanza, seg.name, segSize, seg.buf),
     );
-    seg.filled = existing.bytes.length;
-    seg.durable = existing.bytes.length;
     seg.partialKeys = existing.keys;
-    seg.compacted = existing.keys.length === 1 && existing.keys[0] === walPartialKey(this.o.stanza, seg.name);
-    if (seg.filled === segSize) {
+    if (existing.paddedKey) {
+      // A padded file's durable prefix is not known (it is always segment-sized): count nothing
+      // as durable, re-stream the segment from its start, compare, and rewrite (pg_receivewal's
+      // answer). The server kept this segment: the slot's restart_lsn is at most what we flushed.
+      seg.paddedKey = existing.paddedKey;
+      seg.verifyEnd = existing.bytes.length;
+      this.current = seg;
+    } else if (existing.bytes.length === segSize) {
       // Wholly durable as chunks (stopped between its last chunk and its upload): store it whole.
+      seg.filled = seg.durable = segSize;
       this.completed.push(seg);
       this.current = undefined;
     } else {
+      seg.filled = seg.durable = existing.bytes.length;
+      seg.compacted =
+        existing.keys.length === 1 && existing.keys[0] === walPartialKey(this.o.stanza, seg.name);
       this.current = seg;
     }
     this.nextLsn = segmentStart + BigInt(seg.filled);
@@ -178,7 +205,7 @@ export class WalSegmentWriter {
    * `begin`, for the segments other than the one the archiver resumes.
    */
   async storeCompletedPartials(
-    names: readonly { timeline: number; name: string; startLsn: Lsn }[],
+    names: readonly { timeline: number; name: string; startLsn: Lsn; paddedComplete?: boolean }[],
   ): Promise<number> {
     let stored = 0;
     for (const n of names) {
@@ -186,7 +213,12 @@ export class WalSegmentWriter {
       const existing = await this.retrying('list', walPartialKey(this.o.stanza, seg.name), () =>
         readArchivedPartial(this.o.storage, this.o.stanza, seg.name, this.o.segmentSize, seg.buf),
       );
-      if (existing.bytes.length !== this.o.segmentSize) continue;
+      if (n.paddedComplete && existing.paddedKey && this.o.storage.openFixedSizeFile) {
+        // Complete by the writer's order (a newer segment exists, wal-start-plan.ts): the file
+        // holds the whole segment. Exact pieces, if any, were laid over it by the read.
+        seg.paddedKey = existing.paddedKey;
+        seg.fileHolds = existing.exactBytes === 0;
+      } else if (existing.bytes.length !== this.o.segmentSize) continue;
       seg.filled = seg.durable = this.o.segmentSize;
       seg.partialKeys = existing.keys;
       await this.storeComplete(seg);
@@ -224,6 +256,8 @@ export class WalSegmentWriter {
       const segOff = Number(pos - seg.startLsn);
       const n = Math.min(data.length - off, this.o.segmentSize - segOff);
       const piece = data.subarray(off, off + n);
+      if (segOff + n > seg.filled && segOff < seg.verifyEnd)
+        this.verifyAgainstPadded(seg, segOff, piece, pos);
       if (segOff < seg.filled) {
         const overlap = Math.min(n, seg.filled - segOff);
         if (!piece.subarray(0, overlap).equals(seg.buf.subarray(segOff, segOff + overlap))) {
@@ -255,6 +289,35 @@ export class WalSegmentWriter {
     this.kick();
   }
 
+  /**
+   * Re-streamed bytes against bytes loaded from a padded file past `filled`: where the file holds
+   * a non-zero byte, the server's must be the same (else INTEGRITY_WAL_CONFLICT); a zero in the file
+   * may be a write that never reached the disk, so it proves nothing and is overwritten.
+   */
+  private verifyAgainstPadded(seg: Segment, segOff: number, piece: Buffer, pos: Lsn): void {
+    const from = Math.max(segOff, seg.filled);
+    const to = Math.min(segOff + piece.length, seg.verifyEnd);
+    if (from >= to) return;
+    const theirs = piece.subarray(from - segOff, to - segOff);
+    const ours = seg.buf.subarray(from, to);
+    if (theirs.equals(ours)) return;
+    for (let i = 0; i < ours.length; i++) {
+      const b = ours[i]!;
+      if (b !== 0 && b !== theirs[i]) {
+        throw this.fail(
+          new IntegrityError(
+            'INTEGRITY_WAL_CONFLICT',
+            `wal segment ${seg.name} in the repository differs from the server's at ${formatLsn(pos + BigInt(from - segOff + i))}`,
+            {
+              key: seg.paddedKey ?? walPartialPaddedKey(this.o.stanza, seg.name),
+              hint: 'the repository holds WAL of another history of this cluster (split-brain?); archive into a new stanza',
+            },
+          ),
+        );
+      }
+    }
+  }
+
   /** Makes everything written durable now (chunks and complete segments); resolves when done. */
   async flush(): Promise<void> {
     this.forceFlush = true;
@@ -275,10 +338,16 @@ export class WalSegmentWriter {
       const key = walPartialKey(this.o.stanza, seg.name);
       const body = seg.buf.subarray(0, seg.durable);
       await this.retrying('put', key, () => this.o.storage.put(key, body, { contentLength: body.length }));
+      // The padded file (if any) goes with the chunks: `.partial` now holds [0, durable) exactly.
+      await seg.file?.close();
+      seg.file = undefined;
       const chunks = seg.partialKeys.filter((k) => k !== key);
       if (chunks.length) await this.retrying('delete', key, () => this.o.storage.delete(chunks));
       seg.partialKeys = [key];
       seg.compacted = true;
+      seg.paddedKey = undefined;
+      seg.fileHolds = false;
+      seg.verifyEnd = 0;
       emit(this.o, {
         type: 'wal.partial.durable',
         walName: seg.name,
@@ -301,6 +370,10 @@ export class WalSegmentWriter {
     this.kick();
     await this.loop;
     await this.uploading;
+    for (const seg of [this.current, ...this.completed]) {
+      await seg?.file?.close();
+      if (seg) seg.file = undefined;
+    }
     for (const w of this.spaceWaiters.splice(0)) w();
     for (const w of this.idleWaiters.splice(0)) w();
   }
@@ -319,7 +392,16 @@ export class WalSegmentWriter {
       durable: 0,
       partialKeys: [],
       compacted: false,
+      verifyEnd: 0,
+      file: undefined,
+      paddedKey: undefined,
+      fileHolds: false,
     };
+  }
+
+  /** Synchronous mode on a store that can overwrite a file in place (fs): the padded-file path. */
+  private get inPlace(): boolean {
+    return this.o.synchronous && typeof this.o.storage.openFixedSizeFile === 'function';
   }
 
   private start(): void {
@@ -458,6 +540,7 @@ export class WalSegmentWriter {
   }
 
   private async storeChunk(seg: Segment): Promise<void> {
+    if (this.inPlace) return this.storeInFile(seg);
     const from = seg.durable;
     const to = seg.filled;
     const key = walPartialChunkKey(this.o.stanza, seg.name, from);
@@ -478,13 +561,72 @@ export class WalSegmentWriter {
     });
   }
 
+  /**
+   * In-place mode: bytes [durable, filled) into the segment's padded file, pwrite + fdatasync; the
+   * file is created (zero-filled, with [0, durable) at its start) on the segment's first flush. After
+   * a failure, or when the file was found rather than written by us, everything from offset 0 is
+   * written again (after a failed fsync Linux may have dropped the dirty pages).
+   */
+  private async storeInFile(seg: Segment): Promise<void> {
+    const key = walPartialPaddedKey(this.o.stanza, seg.name);
+    const to = seg.filled;
+    let from = seg.durable;
+    await this.retrying('write', key, async () => {
+      try {
+        if (!seg.file) {
+          seg.file = await this.o.storage.openFixedSizeFile!(key, this.o.segmentSize, {
+            initial: seg.buf.subarray(0, seg.durable),
+          });
+          seg.paddedKey = key;
+          if (!seg.partialKeys.includes(key)) seg.partialKeys.push(key);
+          if (!seg.file.existed) seg.fileHolds = true;
+        }
+        from = seg.fileHolds ? seg.durable : 0;
+        await seg.file.writeDurably(seg.buf.subarray(from, to), from);
+        seg.fileHolds = true;
+      } catch (e) {
+        await seg.file?.close();
+        seg.file = undefined;
+        seg.fileHolds = false;
+        throw e;
+      }
+    });
+    this.lastChunkAt = Date.now();
+    seg.durable = to;
+    seg.compacted = false;
+    this.counters.partialFlushes++;
+    this.counters.bytesStored += to - from;
+    emit(this.o, {
+      type: 'wal.partial.durable',
+      walName: seg.name,
+      key,
+      flushedLsn: formatLsn(seg.startLsn + BigInt(to)),
+    });
+  }
+
+  /**
+   * Stores a complete segment under its own name, create-only: a padded file that holds it is
+   * renamed (link + unlink + directory fsync); otherwise the buffer is put. An existing segment of
+   * the same bytes is fine, of other bytes INTEGRITY_WAL_CONFLICT.
+   */
   private async storeComplete(seg: Segment): Promise<void> {
     const key = walSegmentKey(this.o.stanza, seg.name);
     const body = seg.buf;
+    const openFixed = this.o.storage.openFixedSizeFile?.bind(this.o.storage);
+    const paddedKey = seg.paddedKey;
     try {
-      await this.retrying('put', key, () =>
-        this.o.storage.put(key, body, { ifAbsent: true, contentLength: body.length }),
-      );
+      if (paddedKey && seg.fileHolds && openFixed) {
+        await this.retrying('publish', key, async () => {
+          const file = seg.file ?? (await openFixed(paddedKey, this.o.segmentSize));
+          seg.file = undefined;
+          await file.publish(key); // closes the handle, also on failure
+        });
+        seg.paddedKey = undefined;
+      } else {
+        await this.retrying('put', key, () =>
+          this.o.storage.put(key, body, { ifAbsent: true, contentLength: body.length }),
+        );
+      }
       this.counters.segmentsStored++;
       this.counters.bytesStored += body.length;
     } catch (e) {

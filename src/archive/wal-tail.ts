@@ -1,6 +1,7 @@
 /**
  * The durable tail of the archive for a restore (RPO 0): the WAL the streaming archiver holds as
- * partial objects (`<seg>.partial`, `<seg>.partial.<off>`) beyond the last complete segment.
+ * partial objects (`<seg>.partial`, `<seg>.partial.<off>`, `<seg>.partial.padded`) beyond the last
+ * complete segment.
  *
  * PostgreSQL's restore_command asks only for complete segment names, and archive-fetch never serves
  * a `.partial` under a complete name (a restore_command that did so for an old timeline's partial
@@ -17,6 +18,12 @@
  * - the bytes are the durable prefix from offset 0 (`readArchivedPartial`), zero-padded to the
  *   segment size; recovery reads the zero tail as the end of WAL (xlogreader: a record length of 0
  *   or a page header with a zero magic is "invalid record", the normal end of WAL);
+ * - a `.partial.padded` file (the synchronous writer's open segment on a directory repository) is
+ *   already zero-padded, which is what PostgreSQL expects in pg_wal: it is copied as it is (laid
+ *   under any exact pieces of the same segment). Its size does not tell whether it is complete; it
+ *   is when a newer segment of the tail follows it (the writer opens a segment's file only after
+ *   the previous one was wholly written and fdatasync'ed), so every padded file but the last counts
+ *   as whole;
  * - the first page's long header must carry the stanza's system identifier;
  * - a file already in pg_wal (the backup's own WAL) is replaced only when it is a zero-padded prefix
  *   of the archived bytes; otherwise it is kept and the tail ends there.
@@ -70,6 +77,7 @@ export function planWalTail(input: WalTailPlanInput): WalTailPlan {
       o.kind === 'wal-segment' ||
       o.kind === 'wal-partial' ||
       o.kind === 'wal-partial-chunk' ||
+      o.kind === 'wal-partial-padded' ||
       o.kind === 'wal-history'
     ) {
       newest = Math.max(newest, o.timeline);
@@ -88,7 +96,11 @@ export function planWalTail(input: WalTailPlanInput): WalTailPlan {
       complete.add(o.walName);
       const { segno } = parseWalFileName(o.walName, input.segmentSize);
       if (segno > maxComplete) maxComplete = segno;
-    } else if (o.kind === 'wal-partial' || o.kind === 'wal-partial-chunk') {
+    } else if (
+      o.kind === 'wal-partial' ||
+      o.kind === 'wal-partial-chunk' ||
+      o.kind === 'wal-partial-padded'
+    ) {
       partial.add(o.walName);
     }
   }
@@ -149,9 +161,13 @@ export async function placeWalTail(options: {
   });
   const out: PlacedWalTail = { timeline: plan.timeline, files: [] };
   if (plan.skipped) out.skipped = plan.skipped;
-  for (const name of plan.segments) {
+  for (const [index, name] of plan.segments.entries()) {
     const buf = Buffer.alloc(segSize); // zeros past the durable prefix: the end of WAL for recovery
-    const { bytes } = await readArchivedPartial(storage, stanza.name, name, segSize, buf);
+    const read = await readArchivedPartial(storage, stanza.name, name, segSize, buf);
+    // A padded file followed by a newer segment is whole (see the module comment), even when its
+    // last bytes are zeros (the rest of a segment after a WAL switch is zeros).
+    const whole = read.paddedKey !== undefined && index < plan.segments.length - 1;
+    const bytes = whole ? buf : read.bytes;
     if (bytes.length === 0) break;
     if (bytes.length >= 40) {
       const sysid = readWalSysid(buf.subarray(0, 8192));

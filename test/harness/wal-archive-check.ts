@@ -40,7 +40,8 @@ export async function checkArchive(
     const p = parseRepositoryKey(o.key);
     if (!p || !('timeline' in p) || p.timeline !== timeline) continue;
     if (p.kind === 'wal-segment') segs.push(p.walName);
-    if (p.kind === 'wal-partial' || p.kind === 'wal-partial-chunk') partials.add(p.walName);
+    if (p.kind === 'wal-partial' || p.kind === 'wal-partial-chunk' || p.kind === 'wal-partial-padded')
+      partials.add(p.walName);
   }
   segs.sort();
   const out: ArchiveCheck = { segments: segs, durableEnd: 0n, compared: 0, mismatches: [], gaps: [] };
@@ -63,7 +64,7 @@ export async function checkArchive(
   // The tail: segments held as partial objects only, in order. In synchronous mode a complete
   // segment may be durable as chunks while its upload under its own name runs in the background.
   const tail = [...partials].filter((n) => !segs.includes(n)).sort();
-  for (const name of tail) {
+  for (const [index, name] of tail.entries()) {
     const { segno } = parseWalFileName(name, segSize);
     if (prev !== undefined && segno < prev + 1n) continue; // an older leftover
     if (prev !== undefined && segno !== prev + 1n) out.gaps.push(name);
@@ -71,7 +72,13 @@ export async function checkArchive(
     out.partial = name;
     let bytes: Buffer;
     try {
-      ({ bytes } = await readArchivedPartial(storage, stanza, name, segSize));
+      const read = await readArchivedPartial(storage, stanza, name, segSize);
+      // A `.partial.padded` file followed by a newer segment is whole (the writer opens a segment's
+      // file only once the previous one is wholly durable), even if its last bytes are zeros.
+      bytes =
+        read.paddedKey && index < tail.length - 1
+          ? Buffer.concat([read.bytes, Buffer.alloc(segSize - read.bytes.length)])
+          : read.bytes;
     } catch (e) {
       if ((e as { code?: string }).code !== 'STORAGE_NOT_FOUND') throw e;
       bytes = Buffer.alloc(0);
