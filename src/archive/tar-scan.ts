@@ -295,3 +295,231 @@ export async function verifyArchiveAgainstManifest(
     report.missing.length === 0;
   return report;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A synchronous, push-style tar parser for the restore's hot path (no streams per member)
+
+/** A member's header as TarChunkParser reports it (the same fields as TarMember, without the body). */
+export type TarHeaderInfo = Omit<TarMember, 'body'>;
+
+/** What `TarChunkParser.push` reports, in archive order. `data` slices share memory with the pushed chunk. */
+export type TarParseEvent =
+  { kind: 'header'; header: TarHeaderInfo } | { kind: 'data'; data: Buffer } | { kind: 'member-end' };
+
+const BLOCK = 512;
+
+function cString(block: Buffer, start: number, length: number): string {
+  const end = block.indexOf(0, start);
+  return block.toString('utf8', start, end < 0 || end > start + length ? start + length : end);
+}
+
+function octal(block: Buffer, start: number, length: number, what: string): number {
+  // GNU base-256 (tar.c tarCreateHeader writes sizes >= 8 GiB this way): high bit of the first byte set.
+  if ((block[start]! & 0x80) !== 0) {
+    let v = block[start]! & 0x7f;
+    for (let i = start + 1; i < start + length; i++) v = v * 256 + block[i]!;
+    if (!Number.isSafeInteger(v)) throw archiveInvalid(`tar header ${what} is too large`);
+    return v;
+  }
+  const text = block
+    .toString('latin1', start, start + length)
+    .replace(/[\0 ]+$/, '')
+    .trim();
+  if (text === '') return 0;
+  if (!/^[0-7]+$/.test(text)) throw archiveInvalid(`tar header ${what} is not an octal number`);
+  return parseInt(text, 8);
+}
+
+function headerChecksumOk(block: Buffer): boolean {
+  const recorded = octal(block, 148, 8, 'checksum');
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const b = i >= 148 && i < 156 ? 0x20 : block[i]!;
+    unsigned += b;
+    signed += b > 127 ? b - 256 : b;
+  }
+  return recorded === unsigned || recorded === signed; // old tars summed signed chars
+}
+
+function typeOf(flag: number): TarMemberType {
+  switch (flag) {
+    case 0: // '\0': pre-POSIX regular file
+    case 0x30: // '0'
+    case 0x37: // '7' contiguous file
+      return 'file';
+    case 0x35:
+      return 'directory';
+    case 0x32:
+      return 'symlink';
+    case 0x31:
+      return 'link';
+    default:
+      return 'other';
+  }
+}
+
+/** pax extended header records `<len> <key>=<value>\n` (POSIX.1-2001); only path, linkpath and size matter here. */
+function parsePax(body: Buffer): Map<string, string> {
+  const out = new Map<string, string>();
+  let off = 0;
+  while (off < body.length) {
+    const sp = body.indexOf(0x20, off);
+    const len = sp < 0 ? NaN : Number(body.toString('latin1', off, sp));
+    if (!Number.isSafeInteger(len) || len <= 0 || off + len > body.length) {
+      throw archiveInvalid('tar pax extended header is malformed');
+    }
+    const rec = body.toString('utf8', sp + 1, off + len - 1);
+    const eq = rec.indexOf('=');
+    if (eq > 0) out.set(rec.slice(0, eq), rec.slice(eq + 1));
+    off += len;
+  }
+  return out;
+}
+
+/**
+ * Parses a tar stream pushed in chunks of any size, synchronously: each `push` appends to `out` the
+ * headers, body slices (sub-arrays of the pushed chunk, never copies) and member ends it completes.
+ * No promise, stream or timer per member or per chunk: the caller decides how to write and when to
+ * wait. Same reading rules as scanTar: ustar (with its prefix field), GNU base-256 sizes, GNU
+ * longname/longlink and pax path/linkpath/size records; the archive ends at a zero block or at a
+ * member boundary when the input ends (PG13/14 send no terminator). Malformed or truncated input is
+ * IntegrityError INTEGRITY_ARCHIVE_INVALID.
+ */
+export class TarChunkParser {
+  private readonly headerBuf = Buffer.alloc(BLOCK);
+  private headerFill = 0;
+  /** Bytes of the current member's body still to come. */
+  private bodyLeft = 0;
+  /** Padding bytes after the body still to skip. */
+  private padLeft = 0;
+  /** Collecting the body of a GNU longname/longlink or pax header (not a member of its own). */
+  private extended: { flag: number; parts: Buffer[]; size: number } | undefined;
+  private longName: string | undefined;
+  private longLink: string | undefined;
+  private pax: Map<string, string> | undefined;
+  private inMember = false;
+  private ended = false;
+
+  /** True once the end-of-archive zero block was read (anything after it is ignored). */
+  get finished(): boolean {
+    return this.ended;
+  }
+
+  push(chunk: Buffer, out: TarParseEvent[]): void {
+    let off = 0;
+    const n = chunk.length;
+    while (off < n && !this.ended) {
+      if (this.bodyLeft > 0) {
+        const take = Math.min(this.bodyLeft, n - off);
+        const part = chunk.subarray(off, off + take);
+        if (this.extended) this.extended.parts.push(Buffer.from(part));
+        else out.push({ kind: 'data', data: part });
+        this.bodyLeft -= take;
+        off += take;
+        if (this.bodyLeft === 0) this.endBody(out);
+        continue;
+      }
+      if (this.padLeft > 0) {
+        const skip = Math.min(this.padLeft, n - off);
+        this.padLeft -= skip;
+        off += skip;
+        continue;
+      }
+      // A header: whole in this chunk (the common case) or assembled across chunks.
+      let block: Buffer;
+      if (this.headerFill === 0 && n - off >= BLOCK) {
+        block = chunk.subarray(off, off + BLOCK);
+        off += BLOCK;
+      } else {
+        const take = Math.min(BLOCK - this.headerFill, n - off);
+        chunk.copy(this.headerBuf, this.headerFill, off, off + take);
+        this.headerFill += take;
+        off += take;
+        if (this.headerFill < BLOCK) return;
+        this.headerFill = 0;
+        block = this.headerBuf;
+      }
+      this.header(block, out);
+    }
+  }
+
+  /** The input ended: checks that it ended at a member boundary. */
+  end(): void {
+    if (this.ended) return;
+    if (this.bodyLeft > 0 || this.headerFill > 0 || this.extended || this.inMember) {
+      throw archiveInvalid('tar archive is malformed: unexpected end of data');
+    }
+  }
+
+  private header(block: Buffer, out: TarParseEvent[]): void {
+    if (block.every((b) => b === 0)) {
+      if (this.extended || this.longName !== undefined || this.pax) {
+        throw archiveInvalid('tar archive is malformed: an extended header is not followed by a member');
+      }
+      this.ended = true;
+      return;
+    }
+    if (!headerChecksumOk(block)) throw archiveInvalid('tar archive is malformed: invalid tar header');
+    const flag = block[156]!;
+    let size = octal(block, 124, 12, 'size');
+    // 'L'/'K' (GNU long name/link), 'x' (pax, for the next member), 'g' (pax global: ignored).
+    if (flag === 0x4c || flag === 0x4b || flag === 0x78 || flag === 0x67) {
+      this.extended = { flag, parts: [], size };
+      this.startBody(size, out);
+      return;
+    }
+    let name = cString(block, 0, 100);
+    const magic = block.toString('latin1', 257, 262);
+    if (magic === 'ustar' && block[345] !== 0 && block.toString('latin1', 257, 263) === 'ustar\0') {
+      name = `${cString(block, 345, 155)}/${name}`; // POSIX prefix (not GNU's, which uses that space for times)
+    }
+    let linkname: string | undefined = cString(block, 157, 100) || undefined;
+    if (this.longName !== undefined) name = this.longName;
+    if (this.longLink !== undefined) linkname = this.longLink;
+    if (this.pax) {
+      name = this.pax.get('path') ?? name;
+      linkname = this.pax.get('linkpath') ?? linkname;
+      const s = this.pax.get('size');
+      if (s !== undefined) {
+        if (!/^\d+$/.test(s)) throw archiveInvalid('tar pax size is not a number');
+        size = Number(s);
+      }
+    }
+    this.longName = this.longLink = this.pax = undefined;
+    const type = typeOf(flag);
+    // Only regular files carry data (links and directories have size 0 in practice; honour it anyway).
+    const header: TarHeaderInfo = {
+      name: normaliseTarName(name),
+      rawName: name,
+      type,
+      size,
+      mode: octal(block, 100, 8, 'mode'),
+      mtime: new Date(octal(block, 136, 12, 'mtime') * 1000),
+      linkname,
+    };
+    out.push({ kind: 'header', header });
+    this.inMember = true;
+    this.startBody(type === 'directory' || type === 'symlink' || type === 'link' ? 0 : size, out);
+  }
+
+  private startBody(size: number, out: TarParseEvent[]): void {
+    this.bodyLeft = size;
+    this.padLeft = (BLOCK - (size % BLOCK)) % BLOCK;
+    if (size === 0) this.endBody(out);
+  }
+
+  private endBody(out: TarParseEvent[]): void {
+    const ext = this.extended;
+    if (ext) {
+      this.extended = undefined;
+      const body = Buffer.concat(ext.parts);
+      if (ext.flag === 0x4c) this.longName = cString(body, 0, body.length);
+      else if (ext.flag === 0x4b) this.longLink = cString(body, 0, body.length);
+      else if (ext.flag === 0x78) this.pax = parsePax(body);
+      return;
+    }
+    this.inMember = false;
+    out.push({ kind: 'member-end' });
+  }
+}

@@ -16,7 +16,6 @@
  * written first and removed last: a restore that fails (a corrupted object, a full disk) or is
  * killed leaves the partial directory with that marker, never something that looks complete.
  */
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import {
   appendFile,
@@ -30,9 +29,8 @@ import {
   writeFile,
   lstat,
 } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Transform, type Readable } from 'node:stream';
 import {
   AbortError,
   ConfigError,
@@ -62,9 +60,8 @@ import {
 } from './recovery-config';
 import { planRestore, type PlannerSegment, type RestorePlan } from './recovery-target';
 import { listRestoreWindow } from './restore-window';
-import { scanTar } from '../archive/tar-scan';
+import { extractArchive, ObjectCheck, RESTORE_READ_BYTES, safeJoin } from './extract-archive';
 import { syncTree } from './sync-tree';
-import { compressionFromFileName, createDecompressStream } from '../archive/compression';
 import { isWalFileName, parseWalFileName } from '../lsn';
 import { placeWalTail, type PlacedWalTail } from '../archive/wal-tail'; // [wal tail, helper-11]
 
@@ -173,6 +170,8 @@ export interface RestoreBackupResult {
   walTail?: PlacedWalTail;
 }
 
+export { extractArchive } from './extract-archive';
+
 /** Marks a restore in progress (written first, removed last). */
 export const RESTORE_INCOMPLETE_MARKER = 'pgark.restore-incomplete';
 
@@ -235,38 +234,6 @@ export function escapeTablespaceMapPath(path: string): string {
   return path.replace(/[\\\n\r]/g, (c) => `\\${c}`);
 }
 
-/** A pass-through that computes sha256 and byte count of what flows through it. */
-function hashing(): Transform & { digest(): string; bytes: number } {
-  const h = createHash('sha256');
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      h.update(chunk);
-      (t as unknown as { bytes: number }).bytes += chunk.length;
-      cb(null, chunk);
-    },
-  }) as Transform & { digest(): string; bytes: number };
-  t.bytes = 0;
-  t.digest = () => h.digest('hex');
-  return t;
-}
-
-function decompressorFor(name: string): Transform | undefined {
-  const c = compressionFromFileName(name);
-  return c === 'none' ? undefined : createDecompressStream(c);
-}
-
-/** Resolves a member name under root, refusing absolute names and `..` (a hostile archive must not escape). */
-function safeJoin(root: string, name: string): string {
-  const p = resolve(root, name);
-  if (isAbsolute(name) || (p !== root && !p.startsWith(root + sep))) {
-    throw new IntegrityError(
-      'INTEGRITY_ARCHIVE_INVALID',
-      `archive member ${JSON.stringify(name)} points outside the target`,
-    );
-  }
-  return p;
-}
-
 /** `sync: false` leaves the fsync to the final syncTree pass (archive members: see ./sync-tree). */
 async function writeFileStream(
   path: string,
@@ -292,85 +259,23 @@ async function writeFileStream(
   return n;
 }
 
-/** Reads an object, checking its sha256 against the catalog when the stream ends. */
+/** Reads an object, checking its sha256 against the catalog when the stream ends (`check()`). */
 async function readVerified(
   storage: Storage,
   obj: CatalogObject,
   signal: AbortSignal | undefined,
-): Promise<{ stream: Readable; check: () => void }> {
-  const src = await storage.get(obj.key, { signal });
-  const h = hashing();
-  src.on('error', (e) => h.destroy(e));
-  src.pipe(h);
+): Promise<{ stream: AsyncIterable<Buffer>; check: () => void }> {
+  const src = await storage.get(obj.key, { signal, readChunkBytes: RESTORE_READ_BYTES });
+  const objectCheck = new ObjectCheck(obj);
   return {
-    stream: h,
-    check: () => {
-      const actual = h.digest();
-      if (h.bytes !== obj.size || actual !== obj.sha256) {
-        throw new IntegrityError(
-          'INTEGRITY_CHECKSUM_MISMATCH',
-          `object ${obj.key} does not match its catalog entry`,
-          {
-            key: obj.key,
-            expected: `${obj.size}:${obj.sha256}`,
-            actual: `${h.bytes}:${actual}`,
-          },
-        );
+    stream: (async function* () {
+      for await (const chunk of src as AsyncIterable<Buffer>) {
+        objectCheck.update(chunk);
+        yield chunk;
       }
-    },
+    })(),
+    check: () => objectCheck.check(),
   };
-}
-
-/**
- * Extracts one (maybe compressed) tar object into `root`. Returns the names of the members written.
- * `onSymlink` decides about symlink members (pg_tblspc/<oid> when no tablespace_map was requested).
- * Files are not fsynced here: the caller makes the tree durable with syncTree (./sync-tree) before relying on it.
- */
-export async function extractArchive(
-  storage: Storage,
-  obj: CatalogObject,
-  root: string,
-  options: { signal?: AbortSignal; onSymlink?: (name: string, target: string) => string | undefined },
-): Promise<number> {
-  const { stream, check } = await readVerified(storage, obj, options.signal);
-  const dec = decompressorFor(obj.name);
-  let input: Readable = stream;
-  if (dec) {
-    stream.on('error', (e) => dec.destroy(e));
-    input = stream.pipe(dec);
-  }
-  let files = 0;
-  for await (const m of scanTar(input, { signal: options.signal })) {
-    if (m.name === '' || m.name === '.') continue;
-    const path = safeJoin(root, m.name);
-    switch (m.type) {
-      case 'directory':
-        await mkdir(path, { recursive: true, mode: DIR_MODE });
-        break;
-      case 'file':
-        await mkdir(dirname(path), { recursive: true, mode: DIR_MODE });
-        // fsynced by restoreBackup's syncTree pass before the restore counts as complete.
-        await writeFileStream(path, m.body as AsyncIterable<Buffer>, false);
-        files++;
-        break;
-      case 'symlink': {
-        const target = options.onSymlink ? options.onSymlink(m.name, m.linkname ?? '') : undefined;
-        if (target !== undefined) {
-          await mkdir(dirname(path), { recursive: true, mode: DIR_MODE });
-          await symlink(target, path);
-        }
-        break;
-      }
-      default:
-        // The server sends only files, directories and pg_tblspc symlinks (basebackup.c sendDir).
-        throw new IntegrityError(
-          'INTEGRITY_ARCHIVE_INVALID',
-          `unexpected tar member type ${m.type} for ${m.name}`,
-        );
-    }
-  }
-  check();
-  return files;
 }
 
 async function chownRecursive(path: string, owner: { uid: number; gid: number }): Promise<void> {
