@@ -367,7 +367,13 @@ class FsStorage implements Storage {
           );
         }
       }
-      const stream = fh.createReadStream({ start, end, autoClose: true });
+      const hwm = options.readChunkBytes;
+      const stream = fh.createReadStream({
+        start,
+        end,
+        autoClose: true,
+        ...(hwm !== undefined && Number.isSafeInteger(hwm) && hwm > 0 ? { highWaterMark: hwm } : {}),
+      });
       fh = undefined; // owned by the stream now
       if (signal) {
         const onAbort = (): void => {
@@ -525,12 +531,6 @@ class FsStorage implements Storage {
   async close(): Promise<void> {
     // Nothing held open between calls.
   }
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
 
   /** In-place writes of a zero-filled file of a fixed size: see ./fs-fixed-size-file. */
   openFixedSizeFile(key: string, sizeBytes: number, options?: FixedSizeFileOptions): Promise<FixedSizeFile> {
@@ -541,6 +541,12 @@ async function isDirectory(path: string): Promise<boolean> {
       options,
     );
   }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
     return false;
   }
 }

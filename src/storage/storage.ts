@@ -61,18 +61,18 @@ export interface PutResult {
 export interface GetOptions extends CallOptions {
   /** Byte range, both ends inclusive as in HTTP (`end` omitted: to the end of the object). */
   range?: { start: number; end?: number };
+  /**
+   * A hint: the size of the chunks the stream should read (fs: the read size; a driver may ignore
+   * it). Larger chunks cost fewer reads and stream hops per byte; memory grows by the same factor.
+   * @default the driver's (fs: 64 KiB)
+   */
+  readChunkBytes?: number;
 }
 
 export interface ListOptions extends CallOptions {
   /** Page size asked of the store (the store may return fewer). @default 1000 */
   pageSize?: number;
 }
-
-export interface Storage {
-  /** `fs` or `s3`. */
-  readonly kind: 'fs' | 's3';
-  /** Where this storage points, without secrets: `/var/lib/pgark` or `s3://bucket/prefix (endpoint …)`. */
-  describe(): string;
 
 /** Options of `Storage.openFixedSizeFile`. */
 export interface FixedSizeFileOptions extends CallOptions {
@@ -104,6 +104,12 @@ export interface FixedSizeFile {
   close(): Promise<void>;
 }
 
+export interface Storage {
+  /** `fs` or `s3`. */
+  readonly kind: 'fs' | 's3';
+  /** Where this storage points, without secrets: `/var/lib/pgark` or `s3://bucket/prefix (endpoint …)`. */
+  describe(): string;
+
   /** Writes a key from a stream or a buffer; visible whole or not at all once resolved. */
   put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<PutResult>;
   /** Reads a key (or a byte range of it) as a stream. An absent key rejects with STORAGE_NOT_FOUND. */
@@ -116,7 +122,6 @@ export interface FixedSizeFile {
   delete(keys: readonly string[], options?: CallOptions): Promise<void>;
   /** Releases sockets and handles. */
   close(): Promise<void>;
-}
   /**
    * OPTIONAL capability, only where the store can overwrite in place cheaply (fs): opens the file
    * of `key` for in-place writes, creating it durably when absent (`initial` at offset 0, zeros up
@@ -126,3 +131,4 @@ export interface FixedSizeFile {
    * Such a key is listed and read like any other (its size is `sizeBytes`).
    */
   openFixedSizeFile?(key: string, sizeBytes: number, options?: FixedSizeFileOptions): Promise<FixedSizeFile>;
+}
