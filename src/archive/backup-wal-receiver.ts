@@ -15,6 +15,7 @@ import { AbortError, ReplicationError } from '../errors';
 import type { ReplicationConnection } from '../connection/replication-connection';
 import { startWalStream, type WalStream } from '../replication/wal-stream';
 import { timelineHistory } from '../replication/timeline-history';
+import { identifySystem } from '../replication/identify-system';
 import type { ObserveOptions } from '../observe';
 import type { Storage } from '../storage/storage';
 import { ObjectUpload } from './object-upload';
@@ -70,6 +71,11 @@ export class BackupWalReceiver {
   private async run(startLsn: Lsn, timeline: number): Promise<void> {
     let tli = timeline;
     let pos = startLsn;
+    // A cascading walsender (the backup of a standby) on PG 14 and older refuses START_REPLICATION
+    // with "IDENTIFY_SYSTEM has not been run before START_REPLICATION": walsender.c sets its
+    // ThisTimeLineID only in IDENTIFY_SYSTEM there. pg_basebackup's streamer runs it first too
+    // (receivelog.c ReceiveXlogStream); harmless on every version.
+    await identifySystem(this.o.connection);
     // receivelog.c: a timeline after the first needs its history file next to the segments.
     if (tli > 1) await this.storeHistory(tli);
     for (;;) {
