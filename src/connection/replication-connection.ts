@@ -8,7 +8,7 @@
  * back the server through TCP flow control, and a message longer than `maxMessageBytes` fails as
  * soon as its header arrives. See docs/design-connection.md for the measured reasons.
  */
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type pg from 'pg';
@@ -145,6 +145,44 @@ interface PendingCommand {
   waiters: (() => void)[];
 }
 
+/** A socket whose reads land in a MessageFramer's own memory, and the switch that hands its bytes to pgark. */
+interface OwnedRead {
+  socket: Socket;
+  framer: MessageFramer;
+  /** From now on every read goes to the framer and `onRead` runs (before: bytes go to pg as 'data' events). */
+  takeOver(onRead: () => void): void;
+}
+
+/**
+ * A net.Socket created with the `onread` option: Node reads into `framer.readBuffer()` (no Buffer
+ * allocated per read, no copy of messages spanning reads; see MessageFramer's owned-read mode).
+ * Until `takeOver`, the bytes are passed to pg's startup parser as 'data' events, as views of
+ * framer memory that is never written again (pg may keep them).
+ */
+function createOwnedReadSocket(maxMessageBytes: number): OwnedRead {
+  const framer = new MessageFramer({ maxMessageBytes });
+  let onRead: (() => void) | undefined;
+  // `onread` is accepted by the Socket constructor (net.connect passes its options on); @types/node lists it for connect only.
+  const socket: Socket = new Socket({
+    onread: {
+      buffer: () => framer.readBuffer(),
+      callback: (n: number) => {
+        framer.received(n);
+        if (onRead) onRead();
+        else socket.emit('data', framer.takeReceived());
+        return true;
+      },
+    },
+  } as ConstructorParameters<typeof Socket>[0]);
+  return {
+    socket,
+    framer,
+    takeOver(fn) {
+      onRead = fn;
+    },
+  };
+}
+
 /** `host:port user=… db=…`: how a target is described in errors and events (never with a password). */
 export function describeTarget(o: { host: string; port?: number; user: string; database?: string }): string {
   return `${o.host}:${o.port ?? CONNECTION_DEFAULTS.port} user=${o.user} db=${o.database ?? CONNECTION_DEFAULTS.database}`;
@@ -250,6 +288,7 @@ export class ReplicationConnection {
     processId: number | undefined;
     serverVersionNum: number;
     options: ReplicationConnectionOptions;
+    ownedRead?: OwnedRead;
   }) {
     this.socket = args.socket;
     this.target = args.target;
@@ -259,13 +298,19 @@ export class ReplicationConnection {
     this.logger = args.options.logger ?? noopLogger;
     this.observe = { logger: args.options.logger, onEvent: args.options.onEvent };
     this.highWaterMarkBytes = args.options.highWaterMarkBytes ?? CONNECTION_DEFAULTS.highWaterMarkBytes;
-    this.framer = new MessageFramer({
-      maxMessageBytes: args.options.maxMessageBytes ?? CONNECTION_DEFAULTS.maxMessageBytes,
-    });
-    this.socket.on('data', (chunk: Buffer) => {
-      this.framer.push(chunk);
-      this.pump();
-    });
+    if (args.ownedRead) {
+      // Plain TCP: the socket reads into the framer's memory (see createOwnedReadSocket).
+      this.framer = args.ownedRead.framer;
+      args.ownedRead.takeOver(() => this.pump());
+    } else {
+      this.framer = new MessageFramer({
+        maxMessageBytes: args.options.maxMessageBytes ?? CONNECTION_DEFAULTS.maxMessageBytes,
+      });
+      this.socket.on('data', (chunk: Buffer) => {
+        this.framer.push(chunk);
+        this.pump();
+      });
+    }
     this.socket.on('error', (e: Error) => {
       this.logger.debug('replication socket error', {
         target: this.target,
@@ -312,6 +357,12 @@ export class ReplicationConnection {
     const { Client } = requireCjs('pg') as typeof pg;
     const password = options.password;
     const timeoutMs = options.connectTimeoutMs ?? CONNECTION_DEFAULTS.connectTimeoutMs;
+    // Plain TCP: a socket that reads into the framer's memory (TLS keeps Node's read path: the
+    // TLSSocket pg layers on top reads for itself).
+    const ownedRead =
+      ssl === false
+        ? createOwnedReadSocket(options.maxMessageBytes ?? CONNECTION_DEFAULTS.maxMessageBytes)
+        : undefined;
     // Every field is given explicitly (a function for the password) so that pg reads neither
     // process.env (PGPASSWORD, PGOPTIONS, PGSSLMODE, …) nor ~/.pgpass: the library never reads the environment.
     const client = new Client({
@@ -327,6 +378,7 @@ export class ReplicationConnection {
       // TCP keepalive probes start after 10 s idle, so a vanished peer is eventually detected even
       // while the caller waits; protocol-level timeouts (wal_sender_timeout-style) are the caller's job.
       keepAliveInitialDelayMillis: 10_000,
+      ...(ownedRead ? { stream: ownedRead.socket } : {}),
     } as pg.ClientConfig & { replication: string; sslnegotiation?: string });
     const params = client as unknown as { connectionParameters: Record<string, unknown> };
     for (const k of [
@@ -386,6 +438,7 @@ export class ReplicationConnection {
       processId,
       serverVersionNum: serverVersionNum ?? 0,
       options,
+      ownedRead,
     });
     let version = serverVersionNum;
     if (version === undefined) {

@@ -16,6 +16,17 @@
  *
  * The declared length is checked against `maxMessageBytes` as soon as the 5-byte header is
  * complete, before any body byte is buffered.
+ *
+ * Owned-read mode (`readBuffer()` + `received(n)`, instead of `push`): the socket reads straight
+ * into memory the framer hands out (net.Socket's `onread` option with a buffer function), so
+ * there is no Buffer allocated per socket read and, except at slab boundaries, no copy at all:
+ * reads fill a READ_SLAB_BYTES slab front to back, a message is a view of the slab, and a message
+ * split over two reads is still contiguous. When fewer than MIN_READ_BYTES are left, a new slab is
+ * taken and only the unconsumed tail (the start of one message) is copied into it. A slab region is
+ * written once, by one read, and never again, so bodies stay valid as long as they are kept (the
+ * copy-before-queue rule of protocol notes §1 holds without a copy). Measured on Debian PG15
+ * (bench/base-backup-stages.ts): Node's default read path allocates a 64 KiB Buffer per read and
+ * the push path copies every message that spans two reads (about half of a base backup's bytes).
  */
 import { ConfigError, ProtocolError } from '../errors';
 import { backendCodeName } from './message-codes';
@@ -31,6 +42,14 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 const SLAB_BYTES = 256 * 1024;
 const SLAB_MAX_BODY = 64 * 1024;
+/** Owned-read mode: memory the socket reads into, carved front to back. */
+export const READ_SLAB_BYTES = 1024 * 1024;
+/**
+ * Owned-read mode: the size of every read buffer offered to the socket (Node's own read size). Not
+ * more: one read is what the framer may hold beyond the consumer's high-water mark before the
+ * socket is paused, and 64 KiB reads measured cheaper than 256 KiB ones (cache-sized copies).
+ */
+export const MIN_READ_BYTES = 64 * 1024;
 
 export interface MessageFramerOptions {
   /** Largest message body accepted; longer → ProtocolError PROTOCOL_MESSAGE_TOO_LONG. @default 64 MiB */
@@ -52,6 +71,8 @@ export class MessageFramer {
   /** Fresh memory for bodies that span chunks, carved sequentially; a region is handed out once, never reused. */
   private slab: Buffer | undefined;
   private slabUsed = 0;
+  /** Owned-read mode: the slab being read into; bytes [readPos, writePos) are received, not yet returned. */
+  private owned: { slab: Buffer; readPos: number; writePos: number } | undefined;
 
   constructor(options: MessageFramerOptions = {}) {
     const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -64,6 +85,49 @@ export class MessageFramer {
     this.maxMessageBytes = max;
   }
 
+  /**
+   * Owned-read mode: memory for the next socket read (MIN_READ_BYTES). Fill it from its
+   * start, then call `received(n)`. Never mix with `push`.
+   */
+  readBuffer(): Buffer {
+    let o = this.owned;
+    if (!o || o.slab.length - o.writePos < MIN_READ_BYTES) {
+      const tail = o ? o.writePos - o.readPos : 0;
+      let size = READ_SLAB_BYTES;
+      if (o && tail >= 5) {
+        // Room for the whole pending message, so that it ends up contiguous (its length is checked by next()).
+        const length = o.slab.readInt32BE(o.readPos + 1);
+        if (length >= 4 && length - 4 <= this.maxMessageBytes)
+          size = Math.max(size, 1 + length + MIN_READ_BYTES);
+      }
+      size = Math.max(size, tail + MIN_READ_BYTES);
+      const slab = Buffer.allocUnsafeSlow(size);
+      if (o && tail > 0) o.slab.copy(slab, 0, o.readPos, o.writePos);
+      o = this.owned = { slab, readPos: 0, writePos: tail };
+    }
+    return o.slab.subarray(o.writePos, o.writePos + MIN_READ_BYTES);
+  }
+
+  /** Owned-read mode: `n` bytes were read into the buffer from the last `readBuffer()`. */
+  received(n: number): void {
+    const o = this.owned;
+    if (!o || n <= 0) return;
+    o.writePos = Math.min(o.slab.length, o.writePos + n);
+  }
+
+  /**
+   * Owned-read mode: returns every received byte not yet returned, as one view, and consumes it
+   * (for bytes that belong to someone else: pg's startup parser before the socket is taken over).
+   * The region is never written by the framer again.
+   */
+  takeReceived(): Buffer {
+    const o = this.owned;
+    if (!o) return Buffer.alloc(0);
+    const view = o.slab.subarray(o.readPos, o.writePos);
+    o.readPos = o.writePos;
+    return view;
+  }
+
   /** Hands over bytes read from the socket. The framer keeps a reference; do not mutate the chunk. */
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
@@ -73,6 +137,7 @@ export class MessageFramer {
 
   /** Bytes pushed but not yet returned in a message (including a partially assembled one). */
   get bufferedBytes(): number {
+    if (this.owned) return this.owned.writePos - this.owned.readPos;
     return (
       this.queuedBytes - this.chunkOffset + this.headerFilled + (this.partial ? 5 + this.partial.filled : 0)
     );
@@ -80,6 +145,7 @@ export class MessageFramer {
 
   /** True when a message has started but is not complete: a stream ending now was cut mid-message. */
   get midMessage(): boolean {
+    if (this.owned) return this.owned.writePos > this.owned.readPos;
     return this.headerFilled > 0 || this.partial !== undefined;
   }
 
@@ -89,6 +155,18 @@ export class MessageFramer {
    */
   next(): BackendMessage | undefined {
     if (this.failed) throw this.failed;
+    const o = this.owned;
+    if (o) {
+      // Owned-read mode: every received byte is contiguous in one slab (readBuffer carries the tail over).
+      const avail = o.writePos - o.readPos;
+      if (avail < 5) return undefined;
+      const code = o.slab[o.readPos]!;
+      const bodyLen = this.checkLength(code, o.slab.readInt32BE(o.readPos + 1));
+      if (avail < 5 + bodyLen) return undefined;
+      const start = o.readPos + 5;
+      o.readPos = start + bodyLen;
+      return { code, body: o.slab.subarray(start, start + bodyLen) };
+    }
     for (;;) {
       const chunk = this.chunks[0];
       if (this.partial) {
