@@ -4,6 +4,12 @@
  * starts itself. Measures; never asserts.
  *
  *   npx tsx bench/storage-upload.ts [--sizes 1024,4096] [--runs 3] [--part-mib 16] [--queue 4]
+ *                                   [--driver-only [--puts N]] [--child-node-flags "--trace-gc"]
+ *
+ * `--driver-only` runs the driver alone and records nothing (a quick peak-RSS check while changing
+ * the driver; RSS is far less sensitive to machine load than throughput); `--puts N` makes each
+ * driver child do N such puts one after the other through one storage. Each child prints the
+ * sampled memory split at its RSS peak (V8 heap, Buffer memory) to show where the memory is.
  *
  * Sizes are in MiB. Each run is a child process (so its peak RSS, VmHWM, is its own); driver and
  * raw runs alternate. The child is this file bundled by esbuild (dependencies left external) and
@@ -88,6 +94,7 @@ interface ChildResult {
   seconds: number;
   peakRssBytes: number;
   etag: string;
+  atSampledPeak: Record<string, number>;
 }
 
 /** One upload in this (child) process; prints a JSON line. */
@@ -100,13 +107,22 @@ async function child(): Promise<void> {
   const queueSize = Number(arg('queue', '4'));
   const key = `bench/${mode}-${size}`;
   const credentials = { accessKeyId: 'test:tester', secretAccessKey: 'testing' };
-  let sampled = 0;
-  const sampler = setInterval(() => (sampled = Math.max(sampled, process.memoryUsage().rss)), 50);
+  // Where the memory is at the RSS peak: rss vs V8 heap vs Buffer memory (arrayBuffers).
+  let atPeak = process.memoryUsage();
+  const sampler = setInterval(() => {
+    const m = process.memoryUsage();
+    if (m.rss > atPeak.rss) atPeak = m;
+  }, 25);
   const t0 = process.hrtime.bigint();
   let etag: string;
   if (mode === 'driver') {
     const storage = createS3Storage({ bucket, endpoint, credentials, partSizeBytes: partSize, queueSize });
+    // --puts N: N puts of the same body one after the other through one storage, as a base backup
+    // writes base.tar, then its manifest, WAL, … (memory must not add up across puts).
+    const puts = Number(arg('puts', '1'));
     const r = await storage.put(key, generatedStream(size, partSize));
+    for (let i = 1; i < puts; i++) await storage.put(`${key}-${i}`, generatedStream(size, partSize));
+    for (let i = 1; i < puts; i++) await storage.delete([`${key}-${i}`]);
     etag = r.etag ?? '';
     await storage.close();
   } else {
@@ -133,13 +149,24 @@ async function child(): Promise<void> {
   clearInterval(sampler);
   const out: ChildResult = {
     seconds,
-    peakRssBytes: Math.max(peakRssBytes(), sampled),
+    peakRssBytes: Math.max(peakRssBytes(), atPeak.rss),
     etag: etag.replace(/"/g, ''),
+    atSampledPeak: {
+      rssMiB: Math.round(atPeak.rss / MIB),
+      heapUsedMiB: Math.round(atPeak.heapUsed / MIB),
+      heapTotalMiB: Math.round(atPeak.heapTotal / MIB),
+      externalMiB: Math.round(atPeak.external / MIB),
+      arrayBuffersMiB: Math.round(atPeak.arrayBuffers / MIB),
+    },
   };
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
 let childScript = '';
+/** Extra node flags for the children (`--child-node-flags "--trace-gc"`), for looking into memory. */
+let childNodeFlags: string[] = [];
+/** Sequential puts per driver child (`--puts N`, with --driver-only). */
+let puts = 1;
 
 /** Bundles this file once so the children run under plain node (see the header comment). */
 async function bundleChild(): Promise<string> {
@@ -176,6 +203,7 @@ function runChild(
       process.execPath,
       [
         '--no-warnings',
+        ...childNodeFlags,
         childScript,
         '--child',
         mode,
@@ -189,12 +217,17 @@ function runChild(
         String(partMib),
         '--queue',
         String(queue),
+        '--puts',
+        String(mode === 'driver' ? puts : 1),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';
     let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (childNodeFlags.length > 0) process.stderr.write(d);
+    });
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
     p.on('close', (code: number | null) => {
       const line = out.trim().split('\n').pop() ?? '';
@@ -216,6 +249,13 @@ async function main(): Promise<void> {
   const runs = Number(arg('runs', '3'));
   const partMib = Number(arg('part-mib', '16'));
   const queue = Number(arg('queue', '4'));
+  const driverOnly = process.argv.includes('--driver-only');
+  childNodeFlags = arg('child-node-flags', '').split(' ').filter(Boolean);
+  puts = driverOnly ? Number(arg('puts', '1')) : 1;
+  const record = (line: object): void => {
+    if (!driverOnly) appendFileSync(RESULTS, `${JSON.stringify(line)}\n`);
+    process.stdout.write(`${JSON.stringify(line)}\n`);
+  };
   mkdirSync(dirname(RESULTS), { recursive: true });
 
   childScript = await bundleChild();
@@ -236,8 +276,7 @@ async function main(): Promise<void> {
       queueSize: queue,
       runs,
     };
-    appendFileSync(RESULTS, `${JSON.stringify(header)}\n`);
-    process.stdout.write(`${JSON.stringify(header)}\n`);
+    record(header);
 
     const admin = new S3Client({
       endpoint: server.endpoint,
@@ -253,15 +292,16 @@ async function main(): Promise<void> {
       const driver: ChildResult[] = [];
       const raw: ChildResult[] = [];
       for (let r = 0; r < runs; r++) {
-        for (const mode of ['driver', 'raw'] as const) {
+        for (const mode of driverOnly ? (['driver'] as const) : (['driver', 'raw'] as const)) {
           const res = await runChild(mode, server.endpoint, bucket, bytes, partMib, queue);
           (mode === 'driver' ? driver : raw).push(res);
           process.stdout.write(
-            `  ${mib} MiB ${mode} run ${r + 1}: ${res.seconds.toFixed(2)} s, peak rss ${(res.peakRssBytes / MIB).toFixed(0)} MiB\n`,
+            `  ${mib} MiB ${mode} run ${r + 1}: ${res.seconds.toFixed(2)} s, peak rss ${(res.peakRssBytes / MIB).toFixed(0)} MiB ${JSON.stringify(res.atSampledPeak)}\n`,
           );
           await admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: `bench/${mode}-${bytes}` }));
         }
       }
+      if (driverOnly) continue;
       const dMed = median(driver.map((x) => x.seconds));
       const rMed = median(raw.map((x) => x.seconds));
       const budget = 100 * MIB + partMib * MIB * (queue + 1);
@@ -288,8 +328,7 @@ async function main(): Promise<void> {
         driverWithinRssBudget: driverPeak <= budget,
         sameEtag: driver.every((d) => d.etag === raw[0]?.etag),
       };
-      appendFileSync(RESULTS, `${JSON.stringify(result)}\n`);
-      process.stdout.write(`${JSON.stringify(result)}\n`);
+      record(result);
     }
     await admin.send(new DeleteBucketCommand({ Bucket: bucket }));
     admin.destroy();
