@@ -3,17 +3,21 @@
  * sha256 and byte count of everything read. A stream is pulled only when the uploader asks for the
  * next part, so at most the parts being uploaded plus the one being filled are in memory.
  *
- * Part buffers of a stream are recycled (a pool of at most `poolSize` buffers per size): the
- * uploader releases a part once the store has confirmed it. Without the pool, every finished part
- * becomes garbage that V8 frees only at its next full GC, and the process's RSS grows well past
- * part size x (queue + 1).
+ * Part buffers of a stream come from a PartBufferPool (s3-part-pool.ts, shared by the puts of one
+ * client) and go back to it when the uploader releases a part (once the store has confirmed it, or
+ * the part failed for good). Without the pool, every finished part becomes garbage that V8 frees
+ * only at its next full GC, and the process's RSS grows well past part size x (queue + 1).
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import type { PartBufferPool } from './s3-part-pool';
 
 export interface Part {
   data: Buffer;
-  /** Hands the memory back for reuse; call once the part is no longer needed (sent or failed). */
+  /**
+   * Hands the memory back for reuse; call once the part is no longer needed (sent or failed).
+   * Calling it again is harmless.
+   */
   release(): void;
 }
 
@@ -48,24 +52,12 @@ export function bufferPartSource(body: Buffer): PartSource {
   };
 }
 
-export function streamPartSource(body: Readable, poolSize: number): PartSource {
+export function streamPartSource(body: Readable, pool: PartBufferPool): PartSource {
   const iterator = body[Symbol.asyncIterator]() as AsyncIterator<unknown>;
   const hash: Hash = createHash('sha256');
-  const pool: Buffer[] = [];
   let leftover: Buffer | undefined;
   let ended = false;
   let bytesRead = 0;
-
-  const take = (size: number): Buffer => {
-    const i = pool.findIndex((b) => b.length === size);
-    if (i >= 0) return pool.splice(i, 1)[0] as Buffer;
-    return Buffer.allocUnsafeSlow(size);
-  };
-  const giveBack = (buf: Buffer): void => {
-    // Parts grow for very long streams: buffers of an old size are dropped, not kept.
-    if (pool.length > 0 && (pool[0] as Buffer).length !== buf.length) pool.length = 0;
-    if (pool.length < poolSize) pool.push(buf);
-  };
 
   async function nextChunk(): Promise<Buffer | undefined> {
     if (leftover !== undefined) {
@@ -89,23 +81,29 @@ export function streamPartSource(body: Readable, poolSize: number): PartSource {
       let out: Buffer | undefined;
       let pooled = false;
       let filled = 0;
-      while (filled < size) {
-        const chunk = await nextChunk();
-        if (chunk === undefined) break;
-        if (out === undefined && chunk.length === size) {
-          // A chunk that is exactly one part: hand it out without copying.
-          out = chunk;
-          filled = size;
-          break;
+      try {
+        while (filled < size) {
+          const chunk = await nextChunk();
+          if (chunk === undefined) break;
+          if (out === undefined && chunk.length === size) {
+            // A chunk that is exactly one part: hand it out without copying.
+            out = chunk;
+            filled = size;
+            break;
+          }
+          if (out === undefined) {
+            out = pool.take(size);
+            pooled = true;
+          }
+          const n = Math.min(size - filled, chunk.length);
+          chunk.copy(out, filled, 0, n);
+          filled += n;
+          if (n < chunk.length) leftover = chunk.subarray(n);
         }
-        if (out === undefined) {
-          out = take(size);
-          pooled = true;
-        }
-        const n = Math.min(size - filled, chunk.length);
-        chunk.copy(out, filled, 0, n);
-        filled += n;
-        if (n < chunk.length) leftover = chunk.subarray(n);
+      } catch (e) {
+        // The body failed mid-part: the buffer goes back, not to the garbage.
+        if (pooled && out !== undefined) pool.give(out);
+        throw e;
       }
       bytesRead += filled;
       if (out === undefined) return { data: Buffer.alloc(0), release: noRelease };
@@ -117,7 +115,7 @@ export function streamPartSource(body: Readable, poolSize: number): PartSource {
           ? () => {
               if (released) return;
               released = true;
-              giveBack(whole);
+              pool.give(whole);
             }
           : noRelease,
       };

@@ -25,6 +25,7 @@ import { AbortError, PgarkError, StorageError } from '../errors';
 import { emit, noopLogger, type ObserveOptions } from '../observe';
 import { httpStatusOf, toStorageError, type S3ErrorContext } from './s3-errors';
 import { partSizeAt, planParts, MAX_PARTS } from './s3-part-plan';
+import { partBufferPoolFor } from './s3-part-pool';
 import { bufferPartSource, streamPartSource, type Part, type PartSource } from './s3-part-source';
 import { withRetry, type RetryPolicy } from './s3-retry';
 import type { PutOptions, PutResult } from './storage';
@@ -56,8 +57,11 @@ export async function uploadObject(
   }
   const exactLength = isBuffer ? body.length : contentLength;
   const plan = planParts(target.partSizeBytes, exactLength, sizeHint);
-  // queueSize parts in flight + 1 being filled: the pool never needs more.
-  const source: PartSource = isBuffer ? bufferPartSource(body) : streamPartSource(body, target.queueSize + 1);
+  // queueSize parts in flight + 1 being filled: one put never needs more buffers than that. The
+  // pool belongs to the client, so consecutive puts reuse the same memory (s3-part-pool.ts).
+  const source: PartSource = isBuffer
+    ? bufferPartSource(body)
+    : streamPartSource(body, partBufferPoolFor(target.client, target.queueSize + 1));
 
   // Abort of the caller's signal: stop reading at once (a stalled producer would otherwise keep us
   // waiting) and cancel in-flight requests; the upload is then aborted below.
@@ -67,8 +71,8 @@ export async function uploadObject(
     source.destroy(new AbortError(`s3 put of ${target.key} aborted`));
   };
   signal?.addEventListener('abort', onAbort, { once: true });
+  let first: Part | undefined;
   try {
-    let first: Part;
     try {
       first = await source.next(partSizeAt(plan, 1));
     } catch (e) {
@@ -96,6 +100,9 @@ export async function uploadObject(
     );
   } finally {
     signal?.removeEventListener('abort', onAbort);
+    // The single PutObject's buffer, or part 1 if the multipart upload failed before sending it
+    // (once sent, its request has settled by now and this is a no-op).
+    first?.release();
   }
 }
 
@@ -211,6 +218,8 @@ async function uploadMultipart(
     void settled.finally(() => inFlight.delete(settled));
   };
 
+  // A part read from the body but not (yet) handed to startPart; released if the loop stops.
+  let unsent: Part | undefined = first;
   try {
     let part = first;
     for (let partNumber = 1; ; partNumber++) {
@@ -226,6 +235,7 @@ async function uploadMultipart(
       // Part 1 is always sent (an empty body under ifAbsent is one empty part); later parts only
       // when the body still had bytes.
       if (part.data.length > 0 || partNumber === 1) startPart(partNumber, part);
+      unsent = undefined;
       const ended = part.data.length < partSizeAt(plan, partNumber) || source.bytesRead === contentLength;
       if (ended) break;
       // Memory bound: at most `queueSize` parts in flight plus the one being filled.
@@ -236,6 +246,7 @@ async function uploadMultipart(
       } catch (e) {
         throw readFailure(target, e, callerSignal);
       }
+      unsent = part;
       if (part.data.length === 0) break;
     }
     // Let every in-flight part settle before deciding: an abort while parts are still being written
@@ -260,6 +271,8 @@ async function uploadMultipart(
     while (inFlight.size > 0) await Promise.race(inFlight);
     await abortUpload(target, uploadId);
     throw e instanceof PgarkError ? e : toStorageError(e, ctx(target, 'put'));
+  } finally {
+    unsent?.release();
   }
 }
 

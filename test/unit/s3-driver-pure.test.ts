@@ -15,6 +15,7 @@ import {
   planCapacity,
   planParts,
 } from '../../src/storage/s3-part-plan';
+import { PartBufferPool } from '../../src/storage/s3-part-pool';
 import { streamPartSource } from '../../src/storage/s3-part-source';
 
 const MIB = 1024 * 1024;
@@ -136,7 +137,7 @@ describe('stream part source', () => {
     for (const chunk of [1, 7, 1000, 4096, 10_000]) {
       const chunks: Buffer[] = [];
       for (let o = 0; o < data.length; o += chunk) chunks.push(data.subarray(o, o + chunk));
-      const src = streamPartSource(Readable.from(chunks), 2);
+      const src = streamPartSource(Readable.from(chunks), new PartBufferPool(2));
       const parts: Buffer[] = [];
       for (;;) {
         const p = await src.next(3000);
@@ -150,5 +151,62 @@ describe('stream part source', () => {
       expect(src.bytesRead).toBe(data.length);
       expect(src.digest()).toBe(createHash('sha256').update(data).digest('hex'));
     }
+  });
+});
+
+describe('part buffer pool', () => {
+  it('hands out views of one slab and reuses released buffers, the last released first', () => {
+    const pool = new PartBufferPool(3);
+    const a = pool.take(1000);
+    const b = pool.take(1000);
+    expect(pool.slabBytes).toBe(3000);
+    expect(a.buffer).toBe(b.buffer);
+    expect(a.length).toBe(1000);
+    pool.give(b);
+    pool.give(a);
+    expect(pool.take(1000)).toBe(a);
+    expect(pool.take(1000)).toBe(b);
+  });
+
+  it('never blocks: beyond its slots, or for another size while in use, a buffer of its own', () => {
+    const pool = new PartBufferPool(2);
+    const slab = [pool.take(100), pool.take(100)];
+    const extra = pool.take(100);
+    expect(extra.buffer).not.toBe(slab[0]!.buffer);
+    const other = pool.take(200);
+    expect(other.length).toBe(200);
+    pool.give(extra); // dropped, not pooled
+    pool.give(other);
+    for (const b of slab) pool.give(b);
+    const again = [pool.take(100), pool.take(100), pool.take(100)];
+    expect(again.filter((b) => b.buffer === slab[0]!.buffer)).toHaveLength(2);
+  });
+
+  it('moves to a new part size once every buffer is back', () => {
+    const pool = new PartBufferPool(2);
+    pool.give(pool.take(100));
+    const big = pool.take(300);
+    expect(pool.slabBytes).toBe(600);
+    expect(big.length).toBe(300);
+  });
+
+  it('a body failing mid-part gives the buffer back; release twice is harmless', async () => {
+    const pool = new PartBufferPool(2);
+    const failing = new Readable({
+      read() {
+        this.push(Buffer.alloc(10, 1));
+        this.destroy(Object.assign(new Error('boom'), { code: 'EBOOM' }));
+      },
+    });
+    const src = streamPartSource(failing, pool);
+    await expect(src.next(100)).rejects.toMatchObject({ code: 'EBOOM' });
+    const ok = streamPartSource(Readable.from([Buffer.alloc(50, 2)]), pool);
+    const part = await ok.next(100);
+    expect(part.data.length).toBe(50);
+    part.release();
+    part.release();
+    const x = pool.take(100);
+    const y = pool.take(100);
+    expect(x.buffer).toBe(y.buffer); // both slab buffers are free again
   });
 });
