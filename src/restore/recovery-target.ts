@@ -26,7 +26,10 @@
  *   reach either: the newest backup that has some is used, and none is refused. For an xid, when the
  *   backup's `oldestActiveXid` is known (CheckPoint.oldestActiveXid of its checkpoint: every xid
  *   before it had ended when that checkpoint was written, i.e. before the backup's end), an xid that
- *   precedes it (modulo 2^32, as TransactionIdPrecedes) lies before that backup's end. Not checked:
+ *   precedes it (modulo 2^32, as TransactionIdPrecedes) lies before that backup's end; an older
+ *   backup is then chosen, or the target refused. restoreBackup reads it for xid targets with
+ *   ./backup-checkpoint (backup_label, then the checkpoint record in the backup's own WAL; unknown
+ *   for `fetch`/`none` backups and compressed WAL objects, where nothing is checked). Not checked:
  *   whether the restore point or the xid exists at all, or lies after the archive's end (that needs
  *   the records; PostgreSQL 13+ stops with "recovery ended before configured recovery target was
  *   reached").

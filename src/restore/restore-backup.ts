@@ -58,8 +58,9 @@ import {
   type RecoveryOptions,
   type StandbySettings,
 } from './recovery-config';
-import { planRestore, type PlannerSegment, type RestorePlan } from './recovery-target';
+import { planRestore, type PlannerBackup, type PlannerSegment, type RestorePlan } from './recovery-target';
 import { listRestoreWindow } from './restore-window';
+import { readBackupOldestActiveXid } from './backup-checkpoint';
 import { extractArchive, ObjectCheck, RESTORE_READ_BYTES, safeJoin } from './extract-archive';
 import { syncTree } from './sync-tree';
 import { isWalFileName, parseWalFileName } from '../lsn';
@@ -356,8 +357,15 @@ async function chooseBackup(
         ...(signal ? { signal } : {}),
       })
     : { segments: [], partialTail: undefined };
+  // An xid target: the oldest active xid of each backup's checkpoint, where it can be read cheaply.
+  const backups: PlannerBackup[] = [];
+  for (const e of entries) {
+    const x =
+      target && 'xid' in target ? await readBackupOldestActiveXid(options.storage, e, signal) : undefined;
+    backups.push(x ? { ...e, oldestActiveXid: x } : e);
+  }
   const plan = planRestore({
-    backups: entries,
+    backups,
     segments,
     ...(partialTail ? { partialTail } : {}),
     walSegmentSize: stanza.info.walSegmentSize,

@@ -40,6 +40,7 @@ describe('pgark restore and restore-table (CLI, PG15, fs)', () => {
   let source: TestCluster;
   let backupJson: Record<string, unknown>;
   let lsnAfterA: string;
+  let xidBefore: string;
   const slots: { destroy(): Promise<void> }[] = [];
 
   /** Runs the bundled CLI with `--json`; never throws on a non-zero exit code. */
@@ -75,6 +76,10 @@ describe('pgark restore and restore-table (CLI, PG15, fs)', () => {
     source = await archivingCluster(15, repo, cli.cli);
     await source.query(`CREATE TABLE t (id int PRIMARY KEY, phase text NOT NULL)`);
     await source.query(`INSERT INTO t SELECT g, 'base' FROM generate_series(1, 100) g`);
+    await source.query('BEGIN');
+    await source.query(`UPDATE t SET phase = 'base' WHERE id = 1`);
+    xidBefore = (await source.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x'))[0]!.x;
+    await source.query('COMMIT');
 
     const b = await pgark(
       ['backup', '--fast', '-h', '127.0.0.1', '-p', String(source.port), '-U', 'replicator', ...repo.cliArgs],
@@ -167,6 +172,17 @@ describe('pgark restore and restore-table (CLI, PG15, fs)', () => {
       expect.objectContaining({ timeline: 1, startLsn: expect.any(String), endLsn: expect.any(String) }),
     );
     expect(r.stderr).toContain('RESTORE_TARGET_OUT_OF_RANGE');
+    expect(existsSync(slot.dataDir)).toBe(false);
+  });
+
+  it("an xid that ended before the backup's checkpoint is refused before writing", async () => {
+    const slot = restoredSlot(source.binaries, 'cli-refused-xid');
+    slots.push(slot);
+    const r = await pgark(['restore', '-D', slot.dataDir, '--target-xid', xidBefore, ...repo.cliArgs]);
+    expect(r.code, r.stderr).toBe(1);
+    const err = r.json.error as Record<string, unknown>;
+    expect(err).toMatchObject({ code: 'RESTORE_TARGET_OUT_OF_RANGE' });
+    expect((err.backups as { backupId: string }[]).map((x) => x.backupId)).toEqual([backupJson.backupId]);
     expect(existsSync(slot.dataDir)).toBe(false);
   });
 
