@@ -22,7 +22,7 @@ describe('backup checkpoint reader', () => {
     expect(checkpointOldestActiveXid(checkpointRecord(7777))).toBe(7777);
     expect(checkpointOldestActiveXid(checkpointRecord(0, 0x00))).toBe(0);
     const bad = checkpointRecord(7777);
-    bad[26 + 80] ^= 1;
+    bad.writeUInt8(bad.readUInt8(26 + 80) ^ 1, 26 + 80);
     expect(checkpointOldestActiveXid(bad)).toBeUndefined(); // crc mismatch
     expect(checkpointOldestActiveXid(checkpointRecord(7777, 0x70))).toBeUndefined(); // a restore point
   });
