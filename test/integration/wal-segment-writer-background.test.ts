@@ -30,6 +30,8 @@ describe('wal segment writer: background upload of complete segments (sync mode)
     const gate = new Promise<void>((r) => (release = r));
     const durableKeys = new Set<string>();
     const storage: Storage = Object.create(fs) as Storage;
+    // The chunk-object path (as on S3): without it, synchronous mode on fs writes a padded file in place.
+    storage.openFixedSizeFile = undefined;
     storage.put = async (key, body, opts) => {
       if (!key.includes('.partial')) await gate; // whole segments wait
       const r = await fs.put(key, body, opts);
