@@ -33,6 +33,7 @@ import {
 } from '../../src/lsn';
 import { chownTree, startServer, stopServer } from '../../src/local-server';
 import { createFsStorage } from '../../src/storage/fs-storage';
+import { stanzaPrefix } from '../../src/archive/repo-layout';
 import { freePort, startCluster, type Major, type TestCluster } from '../harness/postgres';
 import { DATASET_TABLES, generateDataset, tableChecksums, writeLoad } from '../harness/datagen';
 import { removeScratch, scratchDir } from './base-backup-helpers';
@@ -361,6 +362,10 @@ describe('base backup of a cascading standby whose upstream is promoted mid-back
       expect(err).toBeInstanceOf(ReplicationError);
       expect((err as ReplicationError).code).toBe('REPLICATION_STANDBY_PROMOTED');
       expect(await listBackups({ storage: own.storage })).toEqual([]);
+      // Nothing of the attempt is left either (archives, manifest, WAL objects).
+      const left: string[] = [];
+      for await (const o of own.storage.list(`${stanzaPrefix('main')}backups/`)) left.push(o.key);
+      expect(left).toEqual([]);
     } finally {
       removeScratch(own.dir);
     }
