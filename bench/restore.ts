@@ -5,9 +5,12 @@
  *      local disk followed by `sync -f` (restoreBackup fsyncs every file)     (throughput ratio, target >= 0.9)
  *   B. restoreBackup from S3 (Swift s3api)         vs  the same tar baseline   (target >= 0.9)
  *   C. WAL replay through restore_command (`pgark archive-fetch`) with prefetch 8 vs prefetch 0:
- *      time from server start to the end of recovery for the same archived WAL (--wal-mb of writes).
+ *      time from server start to the end of recovery for the same archived WAL (--wal-mb of writes),
+ *      from the directory repository or (--replay-repo s3) from S3, where the WAL archived into the
+ *      directory is copied first and restore_command reads it through the S3 API.
  *
  *   npx tsx bench/restore.ts [--size-mb 2048] [--wal-mb 512] [--runs 3] [--no-s3] [--no-replay]
+ *                            [--no-restore] [--replay-repo fs|s3]
  *
  * Results (one JSON line with the medians): bench/results/restore.jsonl.
  */
@@ -23,6 +26,7 @@ import { restoreBackup, runBaseBackup, type Storage } from '../src/index';
 import { createFsStorage } from '../src/storage/fs-storage';
 import { createS3Storage } from '../src/storage/s3-storage';
 import { createS3Client } from '../src/storage/s3-client';
+import { walPrefix } from '../src/archive/repo-layout';
 import { chownTree, resolveServerUser, shellQuote, startServer, stopServer } from '../src/local-server';
 import { startS3Server } from '../test/harness/s3-server';
 import { freePort, startCluster, TEST_ROOT } from '../test/harness/postgres';
@@ -44,6 +48,10 @@ const walMb = Number(arg('wal-mb', '512'));
 const runs = Number(arg('runs', '3'));
 const withS3 = !process.argv.includes('--no-s3');
 const withReplay = !process.argv.includes('--no-replay');
+const withRestore = !process.argv.includes('--no-restore');
+const replayRepo = arg('replay-repo', 'fs');
+if (replayRepo !== 'fs' && replayRepo !== 's3') throw new Error('--replay-repo is fs or s3');
+if (replayRepo === 's3' && !withS3) throw new Error('--replay-repo s3 needs S3 (drop --no-s3)');
 const started = performance.now();
 /** Progress on stderr: the bench runs for many minutes on a small machine. */
 const note = (what: string): void =>
@@ -97,6 +105,7 @@ async function main(): Promise<void> {
     sizeMb,
     walMb,
     runs,
+    replayRepo: withReplay ? replayRepo : undefined,
     loadAvgStart: os.loadavg().map((x) => Number(x.toFixed(1))),
   };
   const s3srv = withS3 ? await startS3Server() : undefined;
@@ -124,6 +133,7 @@ async function main(): Promise<void> {
     const fsTimes: number[] = [];
     const s3Times: number[] = [];
     let s3Repo: Storage | undefined;
+    let s3BackupId: string | undefined;
     if (s3srv) {
       const client = createS3Client({
         endpoint: s3srv.endpoint,
@@ -139,9 +149,11 @@ async function main(): Promise<void> {
         forcePathStyle: true,
         credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey },
       });
-      await runBaseBackup({ connection: conn, storage: s3Repo, checkpoint: 'fast', wal: 'stream' });
+      s3BackupId = (
+        await runBaseBackup({ connection: conn, storage: s3Repo, checkpoint: 'fast', wal: 'stream' })
+      ).backupId;
     }
-    for (let i = 0; i < runs; i++) {
+    for (let i = 0; i < (withRestore ? runs : 0); i++) {
       note(`restore run ${i + 1}/${runs}`);
       const t = join(root, 'tar-out');
       rmSync(t, { recursive: true, force: true });
@@ -171,16 +183,18 @@ async function main(): Promise<void> {
     out.tarMs = tarTimes;
     out.fsMs = fsTimes;
     out.s3Ms = s3Times;
-    out.tarMBps = mbps(median(tarTimes));
-    out.fsMBps = mbps(median(fsTimes));
-    out.fsRatio = median(tarTimes) / median(fsTimes);
+    if (withRestore) {
+      out.tarMBps = mbps(median(tarTimes));
+      out.fsMBps = mbps(median(fsTimes));
+      out.fsRatio = median(tarTimes) / median(fsTimes);
+    }
     if (s3Times.length) {
       out.s3MBps = mbps(median(s3Times));
       out.s3Ratio = median(tarTimes) / median(s3Times);
     }
 
     // C. WAL replay with and without prefetch.
-    if (withReplay) await replayBench(bb);
+    if (withReplay) await replayBench(bb, s3Repo, s3BackupId);
     out.loadAvgEnd = os.loadavg().map((x) => Number(x.toFixed(1)));
   } finally {
     await source.destroy();
@@ -192,7 +206,11 @@ async function main(): Promise<void> {
   mkdirSync(dirname(RESULTS), { recursive: true });
   appendFileSync(RESULTS, `${JSON.stringify(out)}\n`);
 
-  async function replayBench(bb: { backupId: string; entry: { startLsn: string } }): Promise<void> {
+  async function replayBench(
+    bb: { backupId: string; entry: { startLsn: string } },
+    s3Repo: Storage | undefined,
+    s3BackupId: string | undefined,
+  ): Promise<void> {
     note(`generating ${walMb} MB of WAL writes`);
     await generateDataset(source, { sizeMb: walMb, seed: 2 });
     const w = (await source.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w'))[0]!.w;
@@ -208,6 +226,13 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 500));
     }
     await source.stop();
+    // From S3: the same archived WAL, copied from the directory repository into the bucket.
+    const fromS3 = replayRepo === 's3' && s3Repo && s3srv && s3BackupId;
+    if (fromS3) {
+      note('copying the archived wal to s3');
+      for await (const o of fsRepo.list(walPrefix('main')))
+        if (!(await s3Repo.head(o.key))) await s3Repo.put(o.key, await fsRepo.get(o.key));
+    }
     out.replayFrom = bb.entry.startLsn;
     out.replayToWal = w;
     const replayTimes: Record<number, number[]> = { 8: [], 0: [] };
@@ -221,11 +246,22 @@ async function main(): Promise<void> {
         mkdirSync(join(dir, 'sock'), { recursive: true });
         chownTree(dir, user);
         await restoreBackup({
-          storage: fsRepo,
+          storage: fromS3 ? s3Repo : fsRepo,
           targetDir: dataDir,
           tablespaceRoot: join(dir, 'ts'),
-          backupId: bb.backupId,
-          archive: { repo: repoDir, cliPath: cli, prefetch },
+          backupId: fromS3 ? s3BackupId : bb.backupId,
+          archive: fromS3
+            ? {
+                repo: 's3://bench-restore',
+                cliPath: cli,
+                prefetch,
+                s3Endpoint: s3srv.endpoint,
+                s3Region: s3srv.region,
+                s3PathStyle: true,
+                credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey },
+                envFile: join(dir, 's3.env'),
+              }
+            : { repo: repoDir, cliPath: cli, prefetch },
           owner: { uid: user.uid, gid: user.gid },
         });
         const port = await freePort();
