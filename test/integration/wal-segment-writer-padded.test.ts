@@ -1,0 +1,83 @@
+/**
+ * The writer's in-place path (synchronous mode, fs storage): one padded file per open segment, the
+ * flush position passes a segment boundary once the last bytes are fdatasync'ed, the complete
+ * segment ends up under its own name (published from the padded file, create-only, equal bytes
+ * accepted), a stop compacts the tip to `.partial`, and a writer that resumes from `.partial`
+ * creates the padded file with those bytes. Real fs storage.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { WalSegmentWriter } from '../../src/archive/wal-segment-writer';
+import { walPartialKey, walPartialPaddedKey, walSegmentKey } from '../../src/archive/repo-layout';
+import { walFileName } from '../../src/lsn';
+import { createFsStorage } from '../../src/storage/fs-storage';
+
+const SEG = 1024 * 1024;
+
+describe('wal segment writer: padded file in place (sync mode, fs)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgark-walpadw-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (key: string) => readFileSync(join(dir, ...key.split('/')));
+
+  it('writes in place, publishes complete segments, compacts on stop, resumes from .partial', async () => {
+    const fs = createFsStorage({ root: dir });
+    const events: string[] = [];
+    const mk = () =>
+      new WalSegmentWriter({
+        storage: fs,
+        stanza: 'main',
+        segmentSize: SEG,
+        synchronous: true,
+        flushIntervalMs: 1000,
+        onEvent: (e) => {
+          if (e.type === 'wal.partial.durable' || e.type === 'wal.segment.durable') events.push(e.key);
+        },
+      });
+    const start = BigInt(SEG) * 16n;
+    const s16 = walFileName(1, 16n, SEG);
+    const s17 = walFileName(1, 17n, SEG);
+    const data = randomBytes(SEG * 2);
+    // Segment 16 already archived with the same bytes (archive_command, say): accepted as is.
+    await fs.put(walSegmentKey('main', s16), data.subarray(0, SEG));
+
+    let w = mk();
+    await w.begin(1, start);
+    await w.write(start, data.subarray(0, 1000));
+    await w.flush();
+    expect(w.flushedLsn).toBe(start + 1000n);
+    expect((await fs.head(walPartialPaddedKey('main', s16)))?.size).toBe(SEG);
+    await w.write(start + 1000n, data.subarray(1000, SEG + 300));
+    await w.flush();
+    expect(w.flushedLsn).toBe(start + BigInt(SEG + 300));
+    expect(w.counters.segmentsAlreadyPresent).toBe(1);
+    expect(await fs.head(walPartialPaddedKey('main', s16))).toBeUndefined();
+    const padded17 = file(walPartialPaddedKey('main', s17));
+    expect(padded17.length).toBe(SEG);
+    expect(padded17.subarray(0, 300).equals(data.subarray(SEG, SEG + 300))).toBe(true);
+    expect(padded17.subarray(300).every((b) => b === 0)).toBe(true);
+    expect(events.every((k) => !k.includes('.partial.0'))).toBe(true); // no chunk objects
+
+    // Stop: the tip becomes `.partial` (exact bytes), the padded file goes.
+    await w.compact(true);
+    await w.close();
+    expect(file(walPartialKey('main', s17)).equals(data.subarray(SEG, SEG + 300))).toBe(true);
+    expect(await fs.head(walPartialPaddedKey('main', s17))).toBeUndefined();
+
+    // Resume from `.partial`: the padded file is created holding those bytes, then grows in place.
+    w = mk();
+    await w.begin(1, start + BigInt(SEG));
+    expect(w.flushedLsn).toBe(start + BigInt(SEG + 300));
+    await w.write(start + BigInt(SEG), data.subarray(SEG, SEG + 300)); // re-streamed: compared
+    await w.write(start + BigInt(SEG + 300), data.subarray(SEG + 300, 2 * SEG));
+    await w.flush();
+    expect(w.flushedLsn).toBe(start + BigInt(2 * SEG));
+    expect(file(walSegmentKey('main', s17)).equals(data.subarray(SEG, 2 * SEG))).toBe(true);
+    expect(await fs.head(walPartialKey('main', s17))).toBeUndefined();
+    expect(await fs.head(walPartialPaddedKey('main', s17))).toBeUndefined();
+    await w.close();
+    await fs.close();
+  });
+});
