@@ -133,3 +133,38 @@ export function parseConnectionString(
   }
   return o;
 }
+
+/** The subset of pg.ClientConfig pgark fills (kept structural so this module does not load `pg`). */
+export interface PgClientConfig {
+  host?: string;
+  port?: number;
+  user?: string;
+  password?: string;
+  database?: string;
+  connectionTimeoutMillis?: number;
+  application_name?: string;
+  ssl?: boolean | { rejectUnauthorized: boolean };
+}
+
+/**
+ * Options for a plain SQL `pg.Client` from parsed connection options (libpq's default: dbname = user).
+ * sslmode as libpq: `disable`/`prefer` connect in clear (pg has no fallback from TLS to clear),
+ * `require` encrypts without checking the certificate, `verify-ca`/`verify-full` check it.
+ */
+export function toPgClientConfig(
+  c: Partial<ReplicationConnectionOptions> & { host?: string; user?: string },
+): PgClientConfig {
+  const cfg: PgClientConfig = {};
+  if (c.host !== undefined) cfg.host = c.host;
+  if (c.user !== undefined) cfg.user = c.user;
+  const database = c.database ?? c.user;
+  if (database !== undefined) cfg.database = database;
+  if (c.port !== undefined) cfg.port = c.port;
+  if (c.password !== undefined) cfg.password = c.password;
+  if (c.connectTimeoutMs !== undefined) cfg.connectionTimeoutMillis = c.connectTimeoutMs;
+  if (c.applicationName !== undefined) cfg.application_name = c.applicationName;
+  const mode = typeof c.ssl === 'object' ? c.ssl.mode : c.ssl;
+  if (mode === 'require') cfg.ssl = { rejectUnauthorized: false };
+  else if (mode === 'verify-ca' || mode === 'verify-full') cfg.ssl = true;
+  return cfg;
+}

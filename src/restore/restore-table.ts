@@ -16,6 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import { createRequire } from 'node:module';
 import type pg from 'pg';
 import type * as PgCopyStreams from 'pg-copy-streams';
+import { parseConnectionString, toPgClientConfig } from '../connection/conninfo';
 import { RestoreError, isPgarkError, throwIfAborted } from '../errors';
 import { chownTree, resolveServerUser } from '../local-server';
 import { noopLogger, type ObserveOptions } from '../observe';
@@ -148,6 +149,15 @@ async function waitForPromotion(
 }
 
 /**
+ * pg.Client options for a target given as text: pg reads a URL itself, but it would misread libpq's
+ * `key=value` form as a URL, so that form goes through pgark's own conninfo parser.
+ */
+function targetConfigFromString(text: string): pg.ClientConfig {
+  if (/^postgres(ql)?:\/\//i.test(text.trim())) return { connectionString: text };
+  return toPgClientConfig(parseConnectionString(text));
+}
+
+/**
  * Restores one table from a backup into a target database, as of a recovery target.
  *
  * Steps: the stanza's major → server binaries (`binDir`, PATH, distribution directories, an
@@ -185,7 +195,7 @@ export async function restoreTable(options: RestoreTableOptions): Promise<Restor
 
   // The target first: a wrong conninfo should fail before minutes of restoring.
   const target = new (loadPg().Client)(
-    typeof options.target === 'string' ? { connectionString: options.target } : options.target,
+    typeof options.target === 'string' ? targetConfigFromString(options.target) : options.target,
   );
   target.on('error', () => undefined);
   await target.connect();

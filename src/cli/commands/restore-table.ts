@@ -8,6 +8,7 @@
 import type { Command } from 'commander';
 import type { ClientConfig } from 'pg';
 import { ConfigError, restoreTable } from '../../index';
+import { toPgClientConfig } from '../../connection/conninfo';
 import { connectionFromCli } from '../connection-options';
 import { printResult, runAction } from '../output';
 import { addRepoOptions, openRepoStorage, type RepoOptions } from '../repo-options';
@@ -45,23 +46,9 @@ function awsEnv(): Record<string, string> {
   return env;
 }
 
-/**
- * The target database's pg.ClientConfig from `-d` (a conninfo `key=value …` or a URL) and the PG*
- * environment, parsed as the other commands do: pg's own `connectionString` reads URLs only (a
- * conninfo string would be misread as a URL), and libpq's defaults apply (dbname = user).
- */
+/** The target database's pg.ClientConfig from `-d` (a conninfo `key=value …` or a URL) and the PG* environment. */
 export function targetClientConfig(conninfo: string, env: NodeJS.ProcessEnv = process.env): ClientConfig {
-  const c = connectionFromCli({ dbname: conninfo }, env);
-  const cfg: ClientConfig = { host: c.host, user: c.user, database: c.database ?? c.user };
-  if (c.port !== undefined) cfg.port = c.port;
-  if (c.password !== undefined) cfg.password = c.password;
-  if (c.connectTimeoutMs !== undefined) cfg.connectionTimeoutMillis = c.connectTimeoutMs;
-  if (c.applicationName !== undefined) cfg.application_name = c.applicationName;
-  // sslmode as libpq: disable/allow/prefer connect in clear here (pg has no fallback), require does not
-  // check the certificate, verify-ca/verify-full do.
-  if (c.ssl === 'require') cfg.ssl = { rejectUnauthorized: false };
-  else if (c.ssl === 'verify-ca' || c.ssl === 'verify-full') cfg.ssl = true;
-  return cfg;
+  return toPgClientConfig(connectionFromCli({ dbname: conninfo }, env));
 }
 
 export function registerRestoreTable(program: Command): void {
