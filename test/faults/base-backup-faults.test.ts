@@ -99,14 +99,23 @@ describe('base backup faults', () => {
       },
     );
     const storage = createFsStorage({ root });
-    // Wait until the archive is being written, then SIGKILL.
-    for (let i = 0; i < 300; i++) {
+    // Kill mid-stream: once the server reports some of the data files sent (4 MB/s of ~40 MB, so the
+    // backup is seconds away from its end). Waiting for a visible key instead raced the completion.
+    let streamed = 0;
+    for (let i = 0; i < 600 && streamed < 2 * 1024 * 1024; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      const keys = await allKeys(storage, 'stanzas/main/backups/').catch(() => []);
-      if (keys.length > 0 || i > 250) break;
+      const rows = await cluster.query<{ phase: string; backup_streamed: string }>(
+        'SELECT phase, backup_streamed FROM pg_stat_progress_basebackup',
+      );
+      if (rows[0]?.phase === 'streaming database files') streamed = Number(rows[0].backup_streamed);
     }
+    expect(streamed).toBeGreaterThanOrEqual(2 * 1024 * 1024);
     child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
+    const exit = await new Promise<NodeJS.Signals | null>((r) => {
+      if (child.exitCode !== null || child.signalCode !== null) r(child.signalCode);
+      else child.once('exit', (_c, sig) => r(sig));
+    });
+    expect(exit).toBe('SIGKILL');
     expect(await listBackups({ storage })).toEqual([]);
   });
 
