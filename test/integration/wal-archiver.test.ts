@@ -82,6 +82,8 @@ describe.each(
       for (let round = 0; round < 3; round++) {
         const a: WalArchiverHandle = startWalArchiver(opts);
         await burst();
+        // A segment switch per round: at least three complete segments whatever the machine's load.
+        await cluster.query('SELECT pg_switch_wal()');
         await sleep(1500);
         await a.stop();
         const r = await a.done;
