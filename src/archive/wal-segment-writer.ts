@@ -334,7 +334,11 @@ export class WalSegmentWriter {
   async compact(keepOpen = false): Promise<void> {
     await this.flush();
     const seg = this.current;
-    if (seg && seg.durable > 0 && !seg.compacted) {
+    // A padded file loaded on a restart may hold more than has been re-streamed so far (bytes a
+    // previous run reported flushed): replacing it by a shorter `.partial` would lose them, so it
+    // stays as it is until a later run has re-streamed past it.
+    const padNotCaughtUp = seg !== undefined && seg.verifyEnd > seg.durable;
+    if (seg && seg.durable > 0 && !seg.compacted && !padNotCaughtUp) {
       const key = walPartialKey(this.o.stanza, seg.name);
       const body = seg.buf.subarray(0, seg.durable);
       await this.retrying('put', key, () => this.o.storage.put(key, body, { contentLength: body.length }));

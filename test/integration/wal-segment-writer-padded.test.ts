@@ -80,4 +80,56 @@ describe('wal segment writer: padded file in place (sync mode, fs)', () => {
     await w.close();
     await fs.close();
   });
+
+  it('restarts over a padded file: nothing counted durable, zeros accepted, a stop before catching up keeps it, a changed byte is a conflict', async () => {
+    const fs = createFsStorage({ root: dir });
+    const mk = () =>
+      new WalSegmentWriter({
+        storage: fs,
+        stanza: 'main',
+        segmentSize: SEG,
+        synchronous: true,
+        flushIntervalMs: 1000,
+      });
+    const start = BigInt(SEG) * 40n;
+    const name = walFileName(1, 40n, SEG);
+    const key = walPartialPaddedKey('main', name);
+    const data = randomBytes(SEG);
+    for (let i = 0; i < data.length; i++) if (data[i] === 0) data[i] = 1; // every WAL byte non-zero here
+    // What a killed run left: 8000 bytes written, a zero "page" at 2048..3072 (lost by a power loss).
+    const f = await fs.openFixedSizeFile!(key, SEG, { initial: data.subarray(0, 8000) });
+    await f.writeDurably(Buffer.alloc(1024), 2048);
+    await f.close();
+
+    let w = mk();
+    await w.begin(1, start);
+    expect(w.flushedLsn).toBe(start); // the padded file's durable prefix is unknown
+    await w.write(start, data.subarray(0, 4000)); // over the zero hole: accepted
+    await w.flush();
+    expect(w.flushedLsn).toBe(start + 4000n);
+    // Stopped before the re-stream reached the file's end: the file stays, holding the union.
+    await w.compact(true);
+    await w.close();
+    expect(await fs.head(walPartialKey('main', name))).toBeUndefined();
+    expect(file(key).subarray(0, 8000).equals(data.subarray(0, 8000))).toBe(true);
+
+    // A different non-zero byte inside what the file holds: INTEGRITY_WAL_CONFLICT.
+    w = mk();
+    await w.begin(1, start);
+    const other = Buffer.from(data.subarray(0, 8000));
+    other[6000] = data[6000] === 1 ? 2 : 1;
+    const err = await w.write(start, other).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('INTEGRITY_WAL_CONFLICT');
+    await w.close();
+
+    // The same bytes: caught up, then a stop compacts to the exact `.partial`.
+    w = mk();
+    await w.begin(1, start);
+    await w.write(start, data.subarray(0, 9000));
+    await w.compact(true);
+    await w.close();
+    expect(file(walPartialKey('main', name)).equals(data.subarray(0, 9000))).toBe(true);
+    expect(await fs.head(key)).toBeUndefined();
+    await fs.close();
+  });
 });
