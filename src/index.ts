@@ -28,6 +28,8 @@ export type {
   GetOptions,
   ListOptions,
   CallOptions,
+  FixedSizeFile,
+  FixedSizeFileOptions,
 } from './storage/storage';
 /** The local-directory storage driver: see createFsStorage's TSDoc. */
 export { createFsStorage, assertValidStorageKey } from './storage/fs-storage';
@@ -157,7 +159,7 @@ export type {
   WalArchiverState,
 } from './archive/wal-archiver';
 /** The durable bytes of a partial WAL segment (its `.partial` object and sequenced chunks). */
-export { readArchivedPartial, planPartialAssembly } from './archive/wal-partial';
+export { readArchivedPartial, planPartialAssembly, writtenExtent } from './archive/wal-partial';
 export type { ArchivedPartial, PartialAssemblyPlan, PartialPiece } from './archive/wal-partial';
 /** The physical WAL stream under the archiver and `-X stream`. */
 export { WalStream, startWalStream, WAL_STREAM_DEFAULTS } from './replication/wal-stream';
