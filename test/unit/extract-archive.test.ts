@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { extractArchive } from '../../src/restore/extract-archive';
@@ -56,6 +57,17 @@ describe('extractArchive', () => {
       expect(statSync(join(root, name)).mode & 0o777).toBe(0o600);
     }
     expect(readdirSync(join(root, 'base/1'))).toHaveLength(200);
+  });
+
+  it('extracts a gzip-compressed archive, its sha256 checked over the stored (compressed) bytes', async () => {
+    const { tar, files } = await makeArchive();
+    const obj = await stored('base.tar.gz', gzipSync(tar));
+    const root = join(work, 'out-gz');
+    expect(await extractArchive(storage, obj, root)).toBe(files.size);
+    for (const [name, body] of files) expect(readFileSync(join(root, name)).equals(body)).toBe(true);
+    await expect(
+      extractArchive(storage, { ...obj, sha256: '0'.repeat(64) }, join(work, 'out-gz2')),
+    ).rejects.toMatchObject({ code: 'INTEGRITY_CHECKSUM_MISMATCH' });
   });
 
   it('refuses an object that differs from its catalog entry (INTEGRITY_CHECKSUM_MISMATCH)', async () => {
