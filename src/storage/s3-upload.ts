@@ -57,8 +57,10 @@ export async function uploadObject(
   }
   const exactLength = isBuffer ? body.length : contentLength;
   const plan = planParts(target.partSizeBytes, exactLength, sizeHint);
-  // queueSize parts in flight + 1 being filled: one put never needs more buffers than that. The
-  // pool belongs to the client, so consecutive puts reuse the same memory (s3-part-pool.ts).
+  // One put holds at most queueSize part buffers: the next part is read only once fewer than
+  // queueSize are in flight (see uploadMultipart). The pool has queueSize + 1, so that a concurrent
+  // small put (a WAL segment during a backup) finds one too. It belongs to the client: consecutive
+  // puts reuse the same memory (s3-part-pool.ts).
   const source: PartSource = isBuffer
     ? bufferPartSource(body)
     : streamPartSource(body, partBufferPoolFor(target.client, target.queueSize + 1));
@@ -238,7 +240,9 @@ async function uploadMultipart(
       unsent = undefined;
       const ended = part.data.length < partSizeAt(plan, partNumber) || source.bytesRead === contentLength;
       if (ended) break;
-      // Memory bound: at most `queueSize` parts in flight plus the one being filled.
+      // Memory bound: the next part is read while at most queueSize - 1 parts are in flight, so at
+      // most queueSize part buffers are held at once (a settled part's buffer is released before
+      // the race below resolves).
       while (inFlight.size >= target.queueSize && failure === undefined) await Promise.race(inFlight);
       if (failure !== undefined || requestSignal.aborted) break;
       try {
