@@ -18,7 +18,7 @@ export type {
   CommandStream,
   QueryResult,
 } from './connection/replication-connection';
-export { parseConnectionString } from './connection/conninfo';
+export { parseConnectionString, toPgClientConfig, type PgClientConfig } from './connection/conninfo';
 export * from './replication/index';
 export type {
   Storage,

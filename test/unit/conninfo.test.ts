@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseConnectionString } from '../../src/connection/conninfo';
+import { parseConnectionString, toPgClientConfig } from '../../src/connection/conninfo';
 import { describeTarget, parseServerVersion } from '../../src/connection/replication-connection';
 import { mapConnectError } from '../../src/connection/connect-errors';
 
@@ -72,5 +72,19 @@ describe('connection helpers', () => {
     const leaky = new Error('something with hunter2 inside');
     const mapped = mapConnectError(leaky, 't', 'hunter2');
     expect(JSON.stringify(mapped) + String(mapped) + mapped.stack).not.toContain('hunter2');
+  });
+  it('maps a key=value conninfo to pg.Client options (database defaults to the user, sslmode as libpq)', () => {
+    expect(
+      toPgClientConfig(parseConnectionString("host=db port=6543 user=app password='p w' sslmode=require")),
+    ).toEqual({
+      host: 'db',
+      port: 6543,
+      user: 'app',
+      database: 'app',
+      password: 'p w',
+      ssl: { rejectUnauthorized: false },
+    });
+    expect(toPgClientConfig(parseConnectionString('host=db dbname=shop sslmode=verify-full')).ssl).toBe(true);
+    expect(toPgClientConfig(parseConnectionString('host=db sslmode=prefer')).ssl).toBeUndefined();
   });
 });

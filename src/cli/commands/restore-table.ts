@@ -7,8 +7,7 @@
  */
 import type { Command } from 'commander';
 import type { ClientConfig } from 'pg';
-import { ConfigError, restoreTable } from '../../index';
-import { toPgClientConfig } from '../../connection/conninfo';
+import { ConfigError, restoreTable, toPgClientConfig } from '../../index';
 import { connectionFromCli } from '../connection-options';
 import { printResult, runAction } from '../output';
 import { addRepoOptions, openRepoStorage, type RepoOptions } from '../repo-options';
