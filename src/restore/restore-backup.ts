@@ -630,6 +630,14 @@ export async function restoreBackup(options: RestoreBackupOptions): Promise<Rest
       bytes += manifest.size;
     }
 
+    // A backup taken from a standby carries that standby's standby.signal (BASE_BACKUP does not
+    // exclude the signal files): started as is, the copy would follow the live upstream past the
+    // backup's end, and standby.signal would win over the recovery.signal written below. The kind of
+    // recovery is this restore's decision (as pgBackRest's restore does): the backup's own signal
+    // files go, and the one the options ask for is written.
+    for (const name of ['standby.signal', 'recovery.signal']) {
+      await rm(join(targetDir, name), { force: true });
+    }
     if (config) {
       await appendFile(join(targetDir, 'postgresql.auto.conf'), config.autoConfText, { mode: FILE_MODE });
       await writeFile(join(targetDir, config.signalFile), '', { mode: FILE_MODE });

@@ -10,7 +10,7 @@
  *    the restored cluster starts and has the data written on timeline 2 before the backup's end.
  * 3. A standby promoted during its own backup: REPLICATION_STANDBY_PROMOTED, and no visible backup.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -79,11 +79,9 @@ async function restoreAndStart(
     backupId: backup.backupId,
     owner: { uid: source.serverUser.uid, gid: source.serverUser.gid },
   });
-  // A standby's backup carries its standby.signal (BASE_BACKUP does not exclude it; pg_basebackup's
-  // copy is a standby too) and primary_conninfo: started as is, the copy would follow the live
-  // upstream past the backup's end. restoreBackup keeps it today; remove it so the copy recovers to
-  // the backup's end and opens, as a restore for disaster recovery would.
-  rmSync(join(dataDir, 'standby.signal'), { force: true });
+  // A standby's backup carries its standby.signal; restoreBackup removes it (and writes none here),
+  // so the copy recovers to the backup's end and opens instead of following the live upstream.
+  expect(existsSync(join(dataDir, 'standby.signal'))).toBe(false);
   const port = await freePort();
   await startServer({
     binaries: source.binaries,
