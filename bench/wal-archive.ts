@@ -159,6 +159,8 @@ async function main(): Promise<void> {
           storage,
           slot,
           synchronous: sync,
+          // As `pgark wal-archive` runs it (a process that only archives).
+          blockingFlush: process.env.PGARK_BENCH_ASYNC_FLUSH !== '1',
         });
         receiver = {
           appName: slot,

@@ -47,6 +47,8 @@ export interface WalSegmentWriterOptions extends ObserveOptions {
   synchronous: boolean;
   /** Async mode: how often the incomplete tail is made durable. */
   flushIntervalMs: number;
+  /** Synchronous mode on a store with openFixedSizeFile: flush with blocking calls (FixedSizeFileOptions.blocking). */
+  blockingFlush?: boolean;
   /** Called once when the writer fails (the archiver then ends the stream). */
   onFailed?: (error: PgarkError) => void;
   /** Called whenever flushedLsn advances (in order). */
@@ -580,6 +582,7 @@ export class WalSegmentWriter {
         if (!seg.file) {
           seg.file = await this.o.storage.openFixedSizeFile!(key, this.o.segmentSize, {
             initial: seg.buf.subarray(0, seg.durable),
+            blocking: this.o.blockingFlush === true,
           });
           seg.paddedKey = key;
           if (!seg.partialKeys.includes(key)) seg.partialKeys.push(key);

@@ -26,7 +26,7 @@
  * bookkeeping (see docs/design-wal.md, "Synchronous mode on a directory").
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, fdatasyncSync, writeSync } from 'node:fs';
 import { link, open, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { StorageError, throwIfAborted } from '../errors';
@@ -107,7 +107,7 @@ export async function openFsFixedSizeFile(
     await fh?.close().catch(() => undefined);
     throw deps.mapError(e, key, 'open');
   }
-  return new FsFixedSizeFile(deps, key, path, sizeBytes, existed, fh);
+  return new FsFixedSizeFile(deps, key, path, sizeBytes, existed, fh, options.blocking === true);
 }
 
 async function createZeroFilled(
@@ -167,6 +167,7 @@ class FsFixedSizeFile implements FixedSizeFile {
     readonly sizeBytes: number,
     readonly existed: boolean,
     fh: FileHandle,
+    private readonly blocking: boolean,
   ) {
     this.fh = fh;
   }
@@ -190,8 +191,15 @@ class FsFixedSizeFile implements FixedSizeFile {
     }
     const fh = this.handle('write');
     try {
-      await writeAll(fh, data, offset);
-      await fh.datasync();
+      if (this.blocking) {
+        // On this thread: see FixedSizeFileOptions.blocking.
+        for (let off = 0; off < data.length;)
+          off += writeSync(fh.fd, data, off, data.length - off, offset + off);
+        fdatasyncSync(fh.fd);
+      } else {
+        await writeAll(fh, data, offset);
+        await fh.datasync();
+      }
     } catch (e) {
       throw this.deps.mapError(e, this.key, 'write');
     }

@@ -78,6 +78,14 @@ export interface ListOptions extends CallOptions {
 export interface FixedSizeFileOptions extends CallOptions {
   /** Bytes written at offset 0 when the file is created (ignored when it exists already). */
   initial?: Buffer;
+  /**
+   * `writeDurably` runs its write and fdatasync on the calling thread (blocking system calls)
+   * instead of libuv's thread pool: two thread hand-offs fewer per flush, which is most of what a
+   * synchronous commit waits for beyond the disk itself, at the cost of blocking the event loop for
+   * the fdatasync. For a process that does nothing else (the CLI's `pgark wal-archive`, like
+   * pg_receivewal's single thread). @default false
+   */
+  blocking?: boolean;
 }
 
 /**

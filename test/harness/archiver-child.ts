@@ -18,6 +18,7 @@ interface ChildConfig {
   slot: string;
   createSlot?: boolean;
   synchronous?: boolean;
+  blockingFlush?: boolean;
   stanza?: string;
   flushIntervalMs?: number;
   statusIntervalMs?: number;
@@ -36,6 +37,7 @@ const archiver = startWalArchiver({
   slot: cfg.slot,
   createSlot: cfg.createSlot ?? true,
   synchronous: cfg.synchronous ?? false,
+  blockingFlush: cfg.blockingFlush ?? false,
   ...(cfg.stanza ? { stanza: cfg.stanza } : {}),
   ...(cfg.flushIntervalMs ? { flushIntervalMs: cfg.flushIntervalMs } : {}),
   ...(cfg.statusIntervalMs ? { statusIntervalMs: cfg.statusIntervalMs } : {}),

@@ -18,6 +18,20 @@ describe('fs openFixedSizeFile', () => {
   afterAll(() => rmSync(root, { recursive: true, force: true }));
   const storage = createFsStorage({ root });
 
+  it('blocking writes (on the calling thread) land in place like the thread-pool ones', async () => {
+    const key = 'blocking/seg.partial.padded';
+    const f = await storage.openFixedSizeFile!(key, SIZE, { initial: Buffer.from('ab'), blocking: true });
+    await f.writeDurably(Buffer.from('cd'), 2);
+    await expect(f.writeDurably(Buffer.from('xx'), SIZE - 1)).rejects.toMatchObject({
+      code: 'STORAGE_INVALID_RANGE',
+    });
+    await f.close();
+    await expect(f.writeDurably(Buffer.from('x'), 0)).rejects.toMatchObject({ code: 'STORAGE_IO' });
+    const bytes = readFileSync(join(root, key));
+    expect(bytes.length).toBe(SIZE);
+    expect(bytes.subarray(0, 5).toString('latin1')).toBe('abcd\0');
+  });
+
   it('creates a zero-filled file of the full size with its initial bytes, written in place', async () => {
     const key = 'a/b/seg.partial.padded';
     const f = await storage.openFixedSizeFile!(key, SIZE, { initial: Buffer.from('hello') });

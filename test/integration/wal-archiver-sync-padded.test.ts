@@ -52,6 +52,8 @@ describe('wal archiver synchronous mode, padded segment file (PG16, fs)', () => 
       slot: 'pgark_pad',
       fsRoot: dir,
       synchronous: true,
+      // As `pgark wal-archive --synchronous` runs (write + fdatasync on the event loop's thread).
+      blockingFlush: true,
     };
     const pgWal = join(cluster.dataDir, 'pg_wal');
     const walObjects = async () => {

@@ -70,6 +70,8 @@ export function registerWalArchive(program: Command): void {
         slot: opts.slot,
         createSlot: opts.createSlot ?? false,
         synchronous: opts.synchronous ?? false,
+        // This process only archives: flush on its own thread, as pg_receivewal does.
+        blockingFlush: true,
         statusIntervalMs: positiveMs(opts.statusInterval, '--status-interval'),
         flushIntervalMs: positiveMs(opts.flushInterval, '--flush-interval'),
         onEvent: (e) => {
