@@ -50,8 +50,12 @@ export async function listRestoreWindow(
   const plan = planPartialTailSegments(listed, segSize, options.recoveryTimeline);
   const durable: { walName: string; durableBytes: number; lastModified?: Date }[] = [];
   const buf = plan.segments.length ? Buffer.allocUnsafe(segSize) : undefined;
-  for (const walName of plan.segments) {
-    const { bytes } = await readArchivedPartial(storage, stanza.name, walName, segSize, buf);
+  for (const [index, walName] of plan.segments.entries()) {
+    const read = await readArchivedPartial(storage, stanza.name, walName, segSize, buf);
+    // As placeWalTail counts it: a padded file followed by a newer segment is whole, even when its
+    // last bytes are zeros (the rest of a segment after a WAL switch is zeros).
+    const whole = read.paddedKey !== undefined && index < plan.segments.length - 1;
+    const bytes = whole ? buf! : read.bytes;
     let newest: number | undefined;
     for (const o of listed) {
       const p = parseRepositoryKey(o.key);
