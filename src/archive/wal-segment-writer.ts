@@ -474,6 +474,7 @@ export class WalSegmentWriter {
   }
 
   private async run(): Promise<void> {
+    let yielded = false;
     while (!this.closed && !this.failure) {
       const cur = this.current;
       // Synchronous mode: a completed segment's last bytes become durable as a chunk first (small
@@ -491,6 +492,16 @@ export class WalSegmentWriter {
       }
       this.startUpload();
       if (cur && this.tailDue(cur)) {
+        // Synchronous mode: let the rest of what the socket delivered in this turn of the event
+        // loop arrive first (setImmediate runs after the poll phase's callbacks and their
+        // microtasks), so one flush covers all of it, as pg_receivewal drains its socket before
+        // each fsync. Without this a blocking flush ran after the first message of a read.
+        if (this.o.synchronous && !yielded) {
+          yielded = true;
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          continue;
+        }
+        yielded = false;
         this.busy = true;
         await this.storeChunk(cur);
         this.busy = false;
@@ -501,6 +512,7 @@ export class WalSegmentWriter {
         this.forceFlush = false;
         for (const w of this.idleWaiters.splice(0)) w();
       }
+      yielded = false;
       await new Promise<void>((resolve) => {
         this.wake = resolve;
       });
