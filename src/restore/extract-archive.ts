@@ -23,6 +23,7 @@ import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { Readable, type Transform } from 'node:stream';
 import { AbortError, IntegrityError, isPgarkError, throwIfAborted } from '../errors';
 import type { Storage } from '../storage/storage';
+import { writevAll } from '../storage/fs-io';
 import type { CatalogObject } from '../archive/backup-catalog';
 import { TarChunkParser, type TarHeaderInfo, type TarParseEvent } from '../archive/tar-scan';
 import { compressionFromFileName, createDecompressStream } from '../archive/compression';
@@ -75,30 +76,6 @@ export class ObjectCheck {
         },
       );
     }
-  }
-}
-
-/** Writes `bufs` at `position`, looping over short writes. */
-async function writeAllAt(fh: FileHandle, bufs: Buffer[], position: number): Promise<void> {
-  let pos = position;
-  let rest = bufs;
-  while (rest.length > 0) {
-    const { bytesWritten } = await fh.writev(rest, pos);
-    pos += bytesWritten;
-    let skip = bytesWritten;
-    const next: Buffer[] = [];
-    for (const b of rest) {
-      if (skip >= b.length) {
-        skip -= b.length;
-        continue;
-      }
-      next.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-    if (next.length === rest.length && bytesWritten === 0) {
-      throw new IntegrityError('INTEGRITY_ARCHIVE_INVALID', 'a write made no progress'); // not reached on regular files
-    }
-    rest = next;
   }
 }
 
@@ -155,7 +132,7 @@ class MemberWriter {
     job.batchBytes = 0;
     job.position += bytes;
     job.chain = job.chain
-      .then(() => writeAllAt(job.fh!, bufs, position))
+      .then(() => writevAll(job.fh!, bufs, position))
       .finally(() => {
         this.inFlightBytes -= bytes;
         this.wake();

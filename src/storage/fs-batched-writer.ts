@@ -18,6 +18,7 @@
  * (a Readable's chunks are the consumer's; the replication framer never reuses its buffers).
  */
 import type { FileHandle } from 'node:fs/promises';
+import { writevAll } from './fs-io';
 
 export const FS_WRITE_DEFAULTS = {
   batchBytes: 512 * 1024,
@@ -88,7 +89,7 @@ export class BatchedFileWriter {
     const size = this.batchSize;
     this.batch = [];
     this.batchSize = 0;
-    const w = writeAll(this.fh, buffers, size).then(() => this.written(size));
+    const w = writevAll(this.fh, buffers).then(() => this.written(size));
     // Observed here so that a failure nobody awaits yet is not an unhandled rejection; the next
     // flush/finish awaits `w` itself and so sees the error.
     w.catch(() => undefined);
@@ -108,27 +109,5 @@ export class BatchedFileWriter {
         this.syncing = undefined;
       },
     );
-  }
-}
-
-/** writev until every byte is written (a regular file may take fewer bytes than asked). */
-async function writeAll(fh: FileHandle, buffers: Buffer[], size: number): Promise<void> {
-  let rest = buffers;
-  let left = size;
-  for (;;) {
-    const { bytesWritten } = await fh.writev(rest);
-    left -= bytesWritten;
-    if (left <= 0) return;
-    let skip = bytesWritten;
-    const next: Buffer[] = [];
-    for (const b of rest) {
-      if (skip >= b.length) {
-        skip -= b.length;
-        continue;
-      }
-      next.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-    rest = next;
   }
 }

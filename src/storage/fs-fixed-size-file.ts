@@ -26,10 +26,11 @@
  * bookkeeping (see docs/design-wal.md, "Synchronous mode on a directory").
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants, fdatasyncSync, writeSync } from 'node:fs';
+import { fdatasyncSync, writeSync } from 'node:fs';
 import { link, open, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { StorageError, throwIfAborted } from '../errors';
+import { errnoOf, fsyncDir, writevAll } from './fs-io';
 import type { FixedSizeFile, FixedSizeFileOptions } from './storage';
 
 /** What the fs driver lends this module (its key checks, paths and error mapping). */
@@ -43,27 +44,6 @@ export interface FsFixedSizeFileDeps {
 const FILE_MODE = 0o640;
 /** Zeros are written in pieces of this size (one buffer, reused). */
 const ZERO_PIECE_BYTES = 1024 * 1024;
-
-async function fsyncDir(path: string): Promise<void> {
-  const fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
-    off += bytesWritten;
-  }
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
-}
 
 /** Opens (creating it zero-filled when absent) the fixed-size file of `key`. */
 export async function openFsFixedSizeFile(
@@ -125,13 +105,13 @@ async function createZeroFilled(
   try {
     let pos = 0;
     if (initial && initial.length) {
-      await writeAll(fh, initial, 0);
+      await writevAll(fh, [initial], 0);
       pos = initial.length;
     }
     const zeros = Buffer.alloc(Math.min(ZERO_PIECE_BYTES, sizeBytes));
     while (pos < sizeBytes) {
       const n = Math.min(zeros.length, sizeBytes - pos);
-      await writeAll(fh, zeros.subarray(0, n), pos);
+      await writevAll(fh, [zeros.subarray(0, n)], pos);
       pos += n;
     }
     await fh.sync();
@@ -197,7 +177,7 @@ class FsFixedSizeFile implements FixedSizeFile {
           off += writeSync(fh.fd, data, off, data.length - off, offset + off);
         fdatasyncSync(fh.fd);
       } else {
-        await writeAll(fh, data, offset);
+        await writevAll(fh, [data], offset);
         await fh.datasync();
       }
     } catch (e) {

@@ -19,13 +19,14 @@
  * The repository layout never does that.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsConstants, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AbortError, StorageError, isPgarkError, throwIfAborted } from '../errors';
 import { BatchedFileWriter } from './fs-batched-writer';
 import { openFsFixedSizeFile } from './fs-fixed-size-file';
+import { errnoOf, fsyncDir } from './fs-io';
 import { noopLogger, type Logger, type ObserveOptions } from '../observe';
 import type {
   CallOptions,
@@ -140,20 +141,6 @@ function mapFsError(err: unknown, key: string | undefined, operation: string): E
       });
     default:
       return new StorageError('STORAGE_IO', `${what} failed: ${code ?? String(err)}`, { key, cause: err });
-  }
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/** fsync a directory so that entries created, renamed or linked in it are durable. */
-async function fsyncDir(path: string): Promise<void> {
-  const fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
 

@@ -60,3 +60,23 @@ export function spawnArchiver(config: Record<string, unknown>): ArchiverProcess 
   });
   return { child, events, flushedLsn: () => flushed, exited, kill: (s) => child.kill(s) };
 }
+
+/**
+ * Names the archiver `appName` in synchronous_standby_names and waits until the server treats it as
+ * its synchronous standby (from then on a commit returns only once the archiver reported it flushed).
+ */
+export async function makeSynchronousStandby(
+  cluster: { query<R>(sql: string): Promise<R[]> },
+  appName: string,
+): Promise<void> {
+  await cluster.query(`ALTER SYSTEM SET synchronous_standby_names = '${appName.replace(/'/g, "''")}'`);
+  await cluster.query('SELECT pg_reload_conf()');
+  for (let i = 0; ; i++) {
+    const rows = await cluster.query<{ sync_state: string }>(
+      `SELECT sync_state FROM pg_stat_replication WHERE application_name = '${appName.replace(/'/g, "''")}'`,
+    );
+    if (rows[0]?.sync_state === 'sync') return;
+    if (i > 200) throw new Error('archiver never became the synchronous standby');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

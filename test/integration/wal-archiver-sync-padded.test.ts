@@ -24,7 +24,7 @@ import { createFsStorage } from '../../src/storage/fs-storage';
 import { formatLsn, parseLsn, parseWalFileName, segmentStartLsn, type Lsn } from '../../src/lsn';
 import { startCluster, type TestCluster } from '../harness/postgres';
 import { checkArchive } from '../harness/wal-archive-check';
-import { spawnArchiver, type ArchiverProcess } from '../harness/archiver-process';
+import { makeSynchronousStandby, spawnArchiver, type ArchiverProcess } from '../harness/archiver-process';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const SEG = 16 * 1024 * 1024;
@@ -80,16 +80,7 @@ describe('wal archiver synchronous mode, padded segment file (PG16, fs)', () => 
 
     await cluster.query('CREATE TABLE pad_t (id bigserial PRIMARY KEY, v text)');
     let p = spawnArchiver(config);
-    await cluster.query("ALTER SYSTEM SET synchronous_standby_names = 'pgark_pad'");
-    await cluster.query('SELECT pg_reload_conf()');
-    for (let i = 0; ; i++) {
-      const rows = await cluster.query<{ sync_state: string }>(
-        "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'pgark_pad'",
-      );
-      if (rows[0]?.sync_state === 'sync') break;
-      if (i > 200) throw new Error('archiver never became the synchronous standby');
-      await sleep(100);
-    }
+    await makeSynchronousStandby(cluster, 'pgark_pad');
 
     const client = new pg.Client(cluster.connectionConfig());
     client.on('error', () => undefined);

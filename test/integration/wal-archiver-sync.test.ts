@@ -14,7 +14,7 @@ import { createFsStorage } from '../../src/storage/fs-storage';
 import { formatLsn, parseLsn, type Lsn } from '../../src/lsn';
 import { startCluster, type TestCluster } from '../harness/postgres';
 import { checkArchive } from '../harness/wal-archive-check';
-import { spawnArchiver } from '../harness/archiver-process';
+import { makeSynchronousStandby, spawnArchiver } from '../harness/archiver-process';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -41,17 +41,7 @@ describe('wal archiver synchronous mode (PG17, fs)', () => {
     };
     await cluster.query('CREATE TABLE sync_t (id bigserial PRIMARY KEY, v text)');
     let p = spawnArchiver(config);
-    await cluster.query("ALTER SYSTEM SET synchronous_standby_names = 'pgark_sync'");
-    await cluster.query('SELECT pg_reload_conf()');
-    // Wait until the server treats the archiver as its synchronous standby.
-    for (let i = 0; ; i++) {
-      const rows = await cluster.query<{ sync_state: string }>(
-        "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'pgark_sync'",
-      );
-      if (rows[0]?.sync_state === 'sync') break;
-      if (i > 200) throw new Error('archiver never became the synchronous standby');
-      await sleep(100);
-    }
+    await makeSynchronousStandby(cluster, 'pgark_sync');
 
     const client = new pg.Client(cluster.connectionConfig());
     client.on('error', () => undefined);
