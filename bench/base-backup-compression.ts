@@ -18,17 +18,16 @@
  * it as one line to FILE (e.g. bench/results/base-backup-compression.jsonl).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCluster, TEST_ROOT, type TestCluster } from '../test/harness/postgres';
 import { generateDataset } from '../test/harness/datagen';
+import { arg, bundleCli, dirBytes, median } from './bench-util';
 
 const MIB = 1024 * 1024;
 const HERE = dirname(fileURLToPath(import.meta.url));
-const CLI_SOURCE = join(HERE, '..', 'src', 'cli', 'main.ts');
-const ESBUILD = join(HERE, '..', 'node_modules', '.bin', 'esbuild');
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim()) || 100;
 const ALL_CASES = [
   'none',
@@ -39,39 +38,6 @@ const ALL_CASES = [
   'client-lz4',
   'client-zstd',
 ];
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
-}
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-function dirBytes(dir: string): number {
-  let n = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) n += statSync(join(e.parentPath, e.name)).size;
-  }
-  return n;
-}
-
-function bundleCli(outfile: string): void {
-  const r = spawnSync(
-    ESBUILD,
-    [
-      CLI_SOURCE,
-      '--bundle',
-      '--platform=node',
-      '--format=esm',
-      '--target=node20',
-      '--packages=external',
-      "--banner:js=import { createRequire as __pgarkCreateRequire } from 'node:module'; const require = __pgarkCreateRequire(import.meta.url);",
-      `--outfile=${outfile}`,
-      '--log-level=warning',
-    ],
-    { stdio: 'inherit' },
-  );
-  if (r.status !== 0) throw new Error('esbuild of the CLI failed');
-}
 
 /** utime + stime of a process in seconds, or undefined once it is gone. */
 function procCpuSeconds(pid: number): number | undefined {

@@ -30,48 +30,12 @@ import { createS3Client } from '../src/storage/s3-client';
 import { startS3Server } from '../test/harness/s3-server';
 import { startCluster, TEST_ROOT } from '../test/harness/postgres';
 import { generateDataset } from '../test/harness/datagen';
+import { arg, bundleCli, dirBytes, median } from './bench-util';
 
 const MIB = 1024 * 1024;
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RESULTS = join(HERE, 'results', 'base-backup.jsonl');
-const CLI_SOURCE = join(HERE, '..', 'src', 'cli', 'main.ts');
-const ESBUILD = join(HERE, '..', 'node_modules', '.bin', 'esbuild');
 const PG_BASEBACKUP = '/usr/lib/postgresql/15/bin/pg_basebackup';
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
-}
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-function dirBytes(dir: string): number {
-  let n = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) n += statSync(join(e.parentPath, e.name)).size;
-  }
-  return n;
-}
-
-/** Bundles the CLI into one ESM file (dependencies stay in node_modules), like tsup does for dist/cli.js. */
-function bundleCli(outfile: string): void {
-  const r = spawnSync(
-    ESBUILD,
-    [
-      CLI_SOURCE,
-      '--bundle',
-      '--platform=node',
-      '--format=esm',
-      '--target=node20',
-      '--packages=external',
-      // A real `require` in the ESM bundle (for the library's lazy require of the AWS SDK).
-      "--banner:js=import { createRequire as __pgarkCreateRequire } from 'node:module'; const require = __pgarkCreateRequire(import.meta.url);",
-      `--outfile=${outfile}`,
-      '--log-level=warning',
-    ],
-    { stdio: 'inherit' },
-  );
-  if (r.status !== 0) throw new Error('esbuild of the CLI failed');
-}
 
 /** Runs a command; returns wall time, CPU seconds and the peak RSS (GNU time %M, KiB) of the process. */
 function timed(
