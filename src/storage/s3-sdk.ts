@@ -60,3 +60,5 @@ export const CompleteMultipartUploadCommand = lazyClass('CompleteMultipartUpload
 export type CompleteMultipartUploadCommand = import('@aws-sdk/client-s3').CompleteMultipartUploadCommand;
 export const AbortMultipartUploadCommand = lazyClass('AbortMultipartUploadCommand');
 export type AbortMultipartUploadCommand = import('@aws-sdk/client-s3').AbortMultipartUploadCommand;
+export const ListPartsCommand = lazyClass('ListPartsCommand');
+export type ListPartsCommand = import('@aws-sdk/client-s3').ListPartsCommand;

@@ -18,6 +18,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   HeadObjectCommand,
+  ListPartsCommand,
   PutObjectCommand,
   UploadPartCommand,
 } from './s3-sdk';
@@ -168,15 +169,20 @@ async function uploadMultipart(
     target.observe,
     callerSignal,
     () =>
-      target.client.send(new CreateMultipartUploadCommand({ Bucket: target.bucket, Key: target.objectKey }), {
-        abortSignal: requestSignal,
-      }),
+      // Not cancelled mid-request: the store may create the upload although the client gave up,
+      // and an upload whose id we never learnt could not be aborted. An abort is acted on below.
+      target.client.send(new CreateMultipartUploadCommand({ Bucket: target.bucket, Key: target.objectKey })),
   );
   const uploadId = created.UploadId;
   if (!uploadId) {
     throw new StorageError('STORAGE_INCOMPLETE_UPLOAD', `the store returned no upload id for ${target.key}`, {
       key: target.key,
     });
+  }
+  if (requestSignal.aborted) {
+    source.destroy();
+    await abortUpload(target, uploadId);
+    throw new AbortError(`s3 put of ${target.key} aborted`);
   }
   log.debug('s3 multipart upload started', { key: target.key, partSizeBytes: plan.baseSize });
 
@@ -357,15 +363,23 @@ async function ourObjectEtag(target: UploadTarget, parts: CompletedPart[]): Prom
   }
 }
 
-/** AbortMultipartUpload, retried; a failure to abort is logged (the original error is what counts). */
+/**
+ * AbortMultipartUpload, retried, then checked: a part upload the store was still processing can
+ * complete after the abort (the AWS documentation of AbortMultipartUpload says to abort again until
+ * ListParts finds the upload gone), so the abort is repeated a few times while ListParts still
+ * answers. A failure to abort is logged (the original error is what counts).
+ */
 async function abortUpload(target: UploadTarget, uploadId: string): Promise<void> {
   const log = target.observe.logger ?? noopLogger;
+  const input = { Bucket: target.bucket, Key: target.objectKey, UploadId: uploadId };
   try {
-    await withRetry(ctx(target, 'abort-multipart-upload'), target.retry, target.observe, undefined, () =>
-      target.client.send(
-        new AbortMultipartUploadCommand({ Bucket: target.bucket, Key: target.objectKey, UploadId: uploadId }),
-      ),
-    );
+    for (let round = 0; ; round++) {
+      await withRetry(ctx(target, 'abort-multipart-upload'), target.retry, target.observe, undefined, () =>
+        target.client.send(new AbortMultipartUploadCommand(input)),
+      );
+      if (!(await uploadStillListed(target, input)) || round >= 3) break;
+      await new Promise((r) => setTimeout(r, 200 * (round + 1)));
+    }
     log.debug('s3 multipart upload aborted', { key: target.key });
   } catch (e) {
     const err = toStorageError(e, ctx(target, 'abort-multipart-upload'));
@@ -378,6 +392,19 @@ async function abortUpload(target: UploadTarget, uploadId: string): Promise<void
         httpStatus: err instanceof StorageError ? err.httpStatus : undefined,
       },
     );
+  }
+}
+
+/** True while ListParts still answers for the upload (false once it is gone: 404 NoSuchUpload, or any error). */
+async function uploadStillListed(
+  target: UploadTarget,
+  input: { Bucket: string; Key: string; UploadId: string },
+): Promise<boolean> {
+  try {
+    await target.client.send(new ListPartsCommand(input));
+    return true;
+  } catch {
+    return false;
   }
 }
 
