@@ -1,7 +1,9 @@
 /** Spawns test/harness/archiver-child.ts and follows its JSON-line events. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
+import pg from 'pg';
 import { parseLsn, type Lsn } from '../../src/lsn';
+import type { TestCluster } from './postgres';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 
@@ -80,3 +82,46 @@ export async function makeSynchronousStandby(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** A client committing small transactions into `table` for as long as it runs (see startAckedCommits). */
+export interface AckedCommits {
+  /** The insert LSN of every transaction whose COMMIT returned (acknowledged), in order. */
+  acked: Lsn[];
+  /** The client the loop commits through (open after stop(), for the caller's own statements). */
+  client: pg.Client;
+  /** Stops the loop after its current transaction; the client stays open. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Commits 20-row transactions into `table` (id bigserial, v text) in a loop and records each one's
+ * insert LSN once its COMMIT returned: with the archiver as synchronous standby, a commit returns
+ * only once the archiver reported its WAL flushed, so `acked` is what must be in the repository.
+ */
+export async function startAckedCommits(cluster: TestCluster, table: string): Promise<AckedCommits> {
+  const client = new pg.Client(cluster.connectionConfig());
+  client.on('error', () => undefined);
+  await client.connect();
+  const acked: Lsn[] = [];
+  let stopping = false;
+  const loop = (async () => {
+    while (!stopping) {
+      await client.query('BEGIN');
+      await client.query(`INSERT INTO ${table} (v) SELECT repeat('x', 200) FROM generate_series(1, 20)`);
+      const r = await client.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l');
+      await client.query('COMMIT'); // returns only once the archiver reported the commit flushed
+      acked.push(parseLsn(r.rows[0]!.l));
+    }
+  })();
+  return {
+    acked,
+    client,
+    async stop() {
+      stopping = true;
+      await loop;
+    },
+  };
+}
+
+/** The highest LSN of `lsns` (0 when empty). */
+export const maxLsn = (lsns: Lsn[]): Lsn => lsns.reduce((m, l) => (l > m ? l : m), 0n);

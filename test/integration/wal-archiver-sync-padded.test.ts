@@ -14,17 +14,22 @@
 import { mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRepository } from '../../src/archive/repository';
 import { parseRepositoryKey, walPrefix } from '../../src/archive/repo-layout';
 import { writtenExtent } from '../../src/archive/wal-partial';
 import { placeWalTail } from '../../src/archive/wal-tail';
 import { createFsStorage } from '../../src/storage/fs-storage';
-import { formatLsn, parseLsn, parseWalFileName, segmentStartLsn, type Lsn } from '../../src/lsn';
+import { formatLsn, parseWalFileName, segmentStartLsn } from '../../src/lsn';
 import { startCluster, type TestCluster } from '../harness/postgres';
 import { checkArchive } from '../harness/wal-archive-check';
-import { makeSynchronousStandby, spawnArchiver, type ArchiverProcess } from '../harness/archiver-process';
+import {
+  makeSynchronousStandby,
+  maxLsn,
+  spawnArchiver,
+  startAckedCommits,
+  type ArchiverProcess,
+} from '../harness/archiver-process';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const SEG = 16 * 1024 * 1024;
@@ -82,21 +87,8 @@ describe('wal archiver synchronous mode, padded segment file (PG16, fs)', () => 
     let p = spawnArchiver(config);
     await makeSynchronousStandby(cluster, 'pgark_pad');
 
-    const client = new pg.Client(cluster.connectionConfig());
-    client.on('error', () => undefined);
-    await client.connect();
-    const acked: Lsn[] = [];
-    let stopping = false;
-    const loop = (async () => {
-      while (!stopping) {
-        await client.query('BEGIN');
-        await client.query("INSERT INTO pad_t (v) SELECT repeat('x', 200) FROM generate_series(1, 20)");
-        const r = await client.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l');
-        await client.query('COMMIT'); // returns only once the archiver reported the commit flushed
-        acked.push(parseLsn(r.rows[0]!.l));
-      }
-    })();
-    const maxOf = (xs: Lsn[]) => xs.reduce((m, l) => (l > m ? l : m), 0n);
+    const load = await startAckedCommits(cluster, 'pad_t');
+    const { acked, client } = load;
 
     // --- 1. SIGKILL under load: the tail is one padded file holding every acknowledged commit.
     await killInsideSegment(p, 16 * PAGE, 20);
@@ -111,7 +103,7 @@ describe('wal archiver synchronous mode, padded segment file (PG16, fs)', () => 
     expect(check.mismatches).toEqual([]);
     expect(check.gaps).toEqual([]);
     expect(check.partial).toBe(tip.walName);
-    const maxAcked = maxOf(acked.slice(0, ackedAtKill));
+    const maxAcked = maxLsn(acked.slice(0, ackedAtKill));
     expect(maxAcked, `acked ${formatLsn(maxAcked)} durable ${formatLsn(check.durableEnd)}`).toBeLessThan(
       check.durableEnd,
     );
@@ -143,8 +135,7 @@ describe('wal archiver synchronous mode, padded segment file (PG16, fs)', () => 
     const { segno } = parseWalFileName(tip.walName, SEG);
     expect(p.flushedLsn()).toBeGreaterThan(segmentStartLsn(segno, SEG) + BigInt(holeAt + PAGE));
     // A clean stop turns the padded file into `.partial` (the bytes are compared with pg_wal).
-    stopping = true;
-    await loop;
+    await load.stop();
     p.kill('SIGTERM');
     expect(await p.exited).toBe(0);
     objs = await walObjects();
@@ -152,10 +143,10 @@ describe('wal archiver synchronous mode, padded segment file (PG16, fs)', () => 
     const afterStop = await checkArchive(storage, 'main', pgWal, 1);
     expect(afterStop.mismatches).toEqual([]);
     expect(afterStop.gaps).toEqual([]);
-    expect(maxOf(acked)).toBeLessThan(afterStop.durableEnd);
+    expect(maxLsn(acked)).toBeLessThan(afterStop.durableEnd);
 
     // --- 3. Resume from `.partial` (a padded file is created with those bytes), kill, change a byte.
-    stopping = false;
+    let stopping = false;
     const loop2 = (async () => {
       while (!stopping) {
         await client.query("INSERT INTO pad_t (v) SELECT repeat('y', 200) FROM generate_series(1, 20)");

@@ -8,13 +8,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFsStorage } from '../../src/storage/fs-storage';
-import { formatLsn, parseLsn, type Lsn } from '../../src/lsn';
+import { formatLsn, parseLsn } from '../../src/lsn';
 import { startCluster, type TestCluster } from '../harness/postgres';
 import { checkArchive } from '../harness/wal-archive-check';
-import { makeSynchronousStandby, spawnArchiver } from '../harness/archiver-process';
+import {
+  makeSynchronousStandby,
+  maxLsn,
+  spawnArchiver,
+  startAckedCommits,
+} from '../harness/archiver-process';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -43,20 +47,8 @@ describe('wal archiver synchronous mode (PG17, fs)', () => {
     let p = spawnArchiver(config);
     await makeSynchronousStandby(cluster, 'pgark_sync');
 
-    const client = new pg.Client(cluster.connectionConfig());
-    client.on('error', () => undefined);
-    await client.connect();
-    const acked: Lsn[] = [];
-    let stopping = false;
-    const loop = (async () => {
-      while (!stopping) {
-        await client.query('BEGIN');
-        await client.query("INSERT INTO sync_t (v) SELECT repeat('x', 200) FROM generate_series(1, 20)");
-        const r = await client.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l');
-        await client.query('COMMIT'); // returns only once the archiver reported the commit flushed
-        acked.push(parseLsn(r.rows[0]!.l));
-      }
-    })();
+    const load = await startAckedCommits(cluster, 'sync_t');
+    const { acked } = load;
     await sleep(1500 + Math.floor(Math.random() * 1500));
     p.kill('SIGKILL');
     expect(await p.exited).toBe('SIGKILL');
@@ -66,7 +58,7 @@ describe('wal archiver synchronous mode (PG17, fs)', () => {
     expect(acked.length).toBeLessThanOrEqual(ackedAtKill + 1);
     const check = await checkArchive(storage, 'main', join(cluster.dataDir, 'pg_wal'), 1);
     expect(ackedAtKill).toBeGreaterThan(10);
-    const maxAcked = acked.reduce((m, l) => (l > m ? l : m), 0n);
+    const maxAcked = maxLsn(acked);
     expect(
       maxAcked,
       `newest acked ${formatLsn(maxAcked)} vs durable ${formatLsn(check.durableEnd)}`,
@@ -81,9 +73,8 @@ describe('wal archiver synchronous mode (PG17, fs)', () => {
       if (i > 300) throw new Error('commits were not released after the restart');
       await sleep(100);
     }
-    stopping = true;
-    await loop;
-    await client.end();
+    await load.stop();
+    await load.client.end();
     const [{ lsn }] = (await cluster.query<{ lsn: string }>(
       'SELECT pg_current_wal_flush_lsn()::text AS lsn',
     )) as [{ lsn: string }];
@@ -97,7 +88,7 @@ describe('wal archiver synchronous mode (PG17, fs)', () => {
     const final = await checkArchive(storage, 'main', join(cluster.dataDir, 'pg_wal'), 1);
     expect(final.mismatches).toEqual([]);
     expect(final.gaps).toEqual([]);
-    const last = acked.reduce((m, l) => (l > m ? l : m), 0n);
+    const last = maxLsn(acked);
     expect(last).toBeLessThan(final.durableEnd);
     await storage.close();
   });
