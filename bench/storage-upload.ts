@@ -5,6 +5,7 @@
  *
  *   npx tsx bench/storage-upload.ts [--sizes 1024,4096] [--runs 3] [--part-mib 16] [--queue 4]
  *                                   [--driver-only [--puts N]] [--child-node-flags "--trace-gc"]
+ *                                   [--allocating-source]
  *
  * `--driver-only` runs the driver alone and records nothing (a quick peak-RSS check while changing
  * the driver; RSS is far less sensitive to machine load than throughput); `--puts N` makes each
@@ -15,11 +16,18 @@
  * raw runs alternate. The child is this file bundled by esbuild (dependencies left external) and
  * run by plain `node`, as a user's compiled program would be: under the tsx loader the same child
  * starts ~26 MiB heavier (89 vs 63 MiB with the SDK loaded, measured here), which is the loader's
- * cost, not the driver's. The bytes are AES-128-CTR keystream blocks of one part each (4 distinct
- * blocks, block i uses block i % 4): the driver's body generates them on the fly in 1 MiB chunks
- * with no knowledge of its length; the raw upload yields 4 pre-generated part buffers over and
- * over. Both objects therefore have the same bytes and, with the same part size, the same
- * multipart ETag, which the bench checks. Results: bench/results/storage-upload.jsonl.
+ * cost, not the driver's.
+ *
+ * The bytes: one 1 MiB AES-128-CTR keystream block, repeated. The driver's body is a stream of 1 MiB
+ * chunks with no knowledge of its length, each a view of that one pre-generated block; the raw
+ * upload yields one pre-generated part buffer (the block repeated) over and over. Both objects
+ * therefore have the same bytes and, with the same part size, the same multipart ETag, which the
+ * bench checks. Why views of one block: the budget is the DRIVER's memory. A body that allocates a
+ * fresh 1 MiB Buffer per chunk (as this bench did until session 3: `cipher.update` per chunk) leaves
+ * its dead chunks resident until V8 collects them, 25-35 MiB of the CALLER's garbage at 145 MiB/s,
+ * which then shows in the driver child's RSS (186-196 MiB then, 160 MiB with views, same driver).
+ * `--allocating-source` brings the old body back, to see that effect.
+ * Results: bench/results/storage-upload.jsonl.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createCipheriv } from 'node:crypto';
@@ -37,48 +45,48 @@ const MIB = 1024 * 1024;
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RESULTS = join(HERE, 'results', 'storage-upload.jsonl');
 const KEY = Buffer.alloc(16, 7);
-const DISTINCT_BLOCKS = 4;
+const IV = Buffer.alloc(16, 9);
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
 }
 
-function ivFor(block: number): Buffer {
-  const iv = Buffer.alloc(16);
-  iv.writeUInt32BE(block % DISTINCT_BLOCKS, 12);
-  iv.writeUInt32BE(0x9e3779b9, 0);
-  return iv;
+/** The 1 MiB block every body repeats (see the header comment). */
+function keystreamBlock(): Buffer {
+  return createCipheriv('aes-128-ctr', KEY, IV).update(Buffer.alloc(MIB));
 }
 
-/** The driver's body: generated on the fly, 1 MiB at a time, length unknown to the reader. */
-function generatedStream(total: number, blockSize: number): Readable {
+/**
+ * The driver's body: 1 MiB at a time, length unknown to the reader. Each chunk is a view of one
+ * pre-generated block (nothing allocated per chunk); `allocating` encrypts a fresh Buffer per chunk
+ * instead (the pre-session-3 body, whose garbage counts in the child's RSS), with the same bytes.
+ */
+function generatedStream(total: number, allocating: boolean): Readable {
+  const block = keystreamBlock();
   const zeros = Buffer.alloc(MIB);
   let sent = 0;
-  let cipher = createCipheriv('aes-128-ctr', KEY, ivFor(0));
   return new Readable({
     highWaterMark: MIB,
     read() {
       if (sent >= total) return void this.push(null);
-      const inBlock = sent % blockSize;
-      if (inBlock === 0 && sent > 0) cipher = createCipheriv('aes-128-ctr', KEY, ivFor(sent / blockSize));
-      const n = Math.min(MIB, blockSize - inBlock, total - sent);
+      const n = Math.min(MIB, total - sent);
       sent += n;
-      this.push(cipher.update(n === MIB ? zeros : zeros.subarray(0, n)));
+      if (allocating) this.push(createCipheriv('aes-128-ctr', KEY, IV).update(zeros.subarray(0, n)));
+      else this.push(n === MIB ? block : block.subarray(0, n));
     },
   });
 }
 
-/** The raw ceiling's body: the same bytes from 4 pre-generated part buffers, reused. */
+/** The raw ceiling's body: the same bytes from one pre-generated part buffer, reused. */
 function pregeneratedParts(total: number, blockSize: number): Readable {
-  const blocks = Array.from({ length: DISTINCT_BLOCKS }, (_, i) =>
-    createCipheriv('aes-128-ctr', KEY, ivFor(i)).update(Buffer.alloc(blockSize)),
-  );
+  const block = keystreamBlock();
+  const part = Buffer.allocUnsafe(blockSize);
+  for (let off = 0; off < blockSize; off += MIB) block.copy(part, off, 0, Math.min(MIB, blockSize - off));
   return Readable.from(
     (function* () {
-      for (let off = 0, i = 0; off < total; off += blockSize, i++) {
-        const b = blocks[i % DISTINCT_BLOCKS] as Buffer;
-        yield total - off >= blockSize ? b : b.subarray(0, total - off);
+      for (let off = 0; off < total; off += blockSize) {
+        yield total - off >= blockSize ? part : part.subarray(0, total - off);
       }
     })(),
     { objectMode: false },
@@ -105,6 +113,7 @@ async function child(): Promise<void> {
   const size = Number(arg('bytes', '0'));
   const partSize = Number(arg('part-mib', '16')) * MIB;
   const queueSize = Number(arg('queue', '4'));
+  const allocatingSource = process.argv.includes('--allocating-source');
   const key = `bench/${mode}-${size}`;
   const credentials = { accessKeyId: 'test:tester', secretAccessKey: 'testing' };
   // Where the memory is at the RSS peak: rss vs V8 heap vs Buffer memory (arrayBuffers).
@@ -120,8 +129,8 @@ async function child(): Promise<void> {
     // --puts N: N puts of the same body one after the other through one storage, as a base backup
     // writes base.tar, then its manifest, WAL, … (memory must not add up across puts).
     const puts = Number(arg('puts', '1'));
-    const r = await storage.put(key, generatedStream(size, partSize));
-    for (let i = 1; i < puts; i++) await storage.put(`${key}-${i}`, generatedStream(size, partSize));
+    const r = await storage.put(key, generatedStream(size, allocatingSource));
+    for (let i = 1; i < puts; i++) await storage.put(`${key}-${i}`, generatedStream(size, allocatingSource));
     for (let i = 1; i < puts; i++) await storage.delete([`${key}-${i}`]);
     etag = r.etag ?? '';
     await storage.close();
@@ -165,6 +174,8 @@ async function child(): Promise<void> {
 let childScript = '';
 /** Extra node flags for the children (`--child-node-flags "--trace-gc"`), for looking into memory. */
 let childNodeFlags: string[] = [];
+/** `--allocating-source`: the driver's body allocates a Buffer per chunk (see the header comment). */
+let allocatingSourceFlag = false;
 /** Sequential puts per driver child (`--puts N`, with --driver-only). */
 let puts = 1;
 
@@ -219,6 +230,7 @@ function runChild(
         String(queue),
         '--puts',
         String(mode === 'driver' ? puts : 1),
+        ...(allocatingSourceFlag ? ['--allocating-source'] : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -252,6 +264,7 @@ async function main(): Promise<void> {
   const driverOnly = process.argv.includes('--driver-only');
   childNodeFlags = arg('child-node-flags', '').split(' ').filter(Boolean);
   puts = driverOnly ? Number(arg('puts', '1')) : 1;
+  allocatingSourceFlag = process.argv.includes('--allocating-source');
   const record = (line: object): void => {
     if (!driverOnly) appendFileSync(RESULTS, `${JSON.stringify(line)}\n`);
     process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -275,6 +288,9 @@ async function main(): Promise<void> {
       partSizeBytes: partMib * MIB,
       queueSize: queue,
       runs,
+      driverBody: allocatingSourceFlag
+        ? 'allocating (a fresh 1 MiB Buffer per chunk)'
+        : 'views of one 1 MiB block',
     };
     record(header);
 
