@@ -502,6 +502,10 @@ export class WalSegmentWriter {
           continue;
         }
         yielded = false;
+        if (this.storeInFileNow(cur)) {
+          this.advance();
+          continue;
+        }
         this.busy = true;
         await this.storeChunk(cur);
         this.busy = false;
@@ -610,6 +614,40 @@ export class WalSegmentWriter {
         throw e;
       }
     });
+    this.fileWritten(seg, key, from, to);
+  }
+
+  /**
+   * In-place mode with a blocking file (`blockingFlush`) that already holds [0, durable): the
+   * bytes [durable, filled) are written and made durable right here, with no await between the
+   * fdatasync and the caller's advance() (the status update that releases synchronous commits).
+   * Returns false when that does not apply, or when the write failed: then storeInFile does it
+   * again from offset 0 (after a failed fdatasync nothing since the last success is durable), with
+   * its retries. A failed file is closed first, in the background (storeInFile opens a new one).
+   */
+  private storeInFileNow(seg: Segment): boolean {
+    const file = seg.file;
+    if (!this.inPlace || !file?.writeDurablySync || !seg.fileHolds) return false;
+    const from = seg.durable;
+    const to = seg.filled;
+    try {
+      file.writeDurablySync(seg.buf.subarray(from, to), from);
+    } catch (e) {
+      (this.o.logger ?? noopLogger).warn('wal write failed, writing the segment file again', {
+        key: file.key,
+        error: String(e),
+      });
+      seg.file = undefined;
+      seg.fileHolds = false;
+      void file.close().catch(() => undefined);
+      return false;
+    }
+    this.fileWritten(seg, file.key, from, to);
+    return true;
+  }
+
+  /** Book-keeping after [from, to) of a segment reached its padded file durably. */
+  private fileWritten(seg: Segment, key: string, from: number, to: number): void {
     this.lastChunkAt = Date.now();
     seg.durable = to;
     seg.compacted = false;

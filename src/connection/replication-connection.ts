@@ -33,6 +33,7 @@ import {
   parseErrorFields,
   parseParameterStatus,
   parseRowDescription,
+  writeCopyData,
   writeCopyDataHeader,
   writeCopyDone,
   writeCopyFail,
@@ -42,6 +43,9 @@ import {
   type FieldDescription,
 } from '../protocol';
 import { mapConnectError, maskSecret } from './connect-errors';
+
+/** CopyData payloads up to this size are copied behind their header and sent in one write. */
+const SMALL_COPY_DATA_BYTES = 8 * 1024;
 
 // pg is CommonJS; load it through require so both the ESM and CJS builds resolve the same module.
 const requireCjs = createRequire(import.meta.url);
@@ -585,8 +589,16 @@ export class ReplicationConnection {
    */
   async sendCopyData(payload: Buffer): Promise<void> {
     this.assertWritable();
-    this.socket.write(writeCopyDataHeader(payload.length));
-    if (!this.socket.write(payload)) await this.waitDrain();
+    let ok: boolean;
+    if (payload.length <= SMALL_COPY_DATA_BYTES) {
+      // One write, one send(2): a standby status update (34 bytes) sent as header + payload took two
+      // loopback sends, each waking the walsender, on the synchronous-commit path (bench-wal.md).
+      ok = this.socket.write(writeCopyData(payload));
+    } else {
+      this.socket.write(writeCopyDataHeader(payload.length));
+      ok = this.socket.write(payload);
+    }
+    if (!ok) await this.waitDrain();
   }
 
   /** Sends CopyDone (ends a CopyIn, or our half of a CopyBoth). */

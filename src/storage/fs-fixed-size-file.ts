@@ -139,6 +139,7 @@ async function createZeroFilled(
 
 class FsFixedSizeFile implements FixedSizeFile {
   private fh: FileHandle | undefined;
+  readonly writeDurablySync?: (data: Buffer, offset: number) => void;
 
   constructor(
     private readonly deps: FsFixedSizeFileDeps,
@@ -150,6 +151,7 @@ class FsFixedSizeFile implements FixedSizeFile {
     private readonly blocking: boolean,
   ) {
     this.fh = fh;
+    if (blocking) this.writeDurablySync = (data, offset) => this.writeOnThisThread(data, offset);
   }
 
   private handle(operation: string): FileHandle {
@@ -162,26 +164,37 @@ class FsFixedSizeFile implements FixedSizeFile {
   }
 
   async writeDurably(data: Buffer, offset: number): Promise<void> {
+    if (this.blocking) return this.writeOnThisThread(data, offset);
+    this.checkRange(data, offset);
+    const fh = this.handle('write');
+    try {
+      await writevAll(fh, [data], offset);
+      await fh.datasync();
+    } catch (e) {
+      throw this.deps.mapError(e, this.key, 'write');
+    }
+  }
+
+  /** pwrite until all is written, then fdatasync, on this thread: see FixedSizeFileOptions.blocking. */
+  private writeOnThisThread(data: Buffer, offset: number): void {
+    this.checkRange(data, offset);
+    const fh = this.handle('write');
+    try {
+      for (let off = 0; off < data.length;)
+        off += writeSync(fh.fd, data, off, data.length - off, offset + off);
+      fdatasyncSync(fh.fd);
+    } catch (e) {
+      throw this.deps.mapError(e, this.key, 'write');
+    }
+  }
+
+  private checkRange(data: Buffer, offset: number): void {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset + data.length > this.sizeBytes) {
       throw new StorageError(
         'STORAGE_INVALID_RANGE',
         `write of ${data.length} bytes at ${offset} lies outside ${this.key} (${this.sizeBytes} bytes)`,
         { key: this.key },
       );
-    }
-    const fh = this.handle('write');
-    try {
-      if (this.blocking) {
-        // On this thread: see FixedSizeFileOptions.blocking.
-        for (let off = 0; off < data.length;)
-          off += writeSync(fh.fd, data, off, data.length - off, offset + off);
-        fdatasyncSync(fh.fd);
-      } else {
-        await writevAll(fh, [data], offset);
-        await fh.datasync();
-      }
-    } catch (e) {
-      throw this.deps.mapError(e, this.key, 'write');
     }
   }
 

@@ -104,6 +104,12 @@ export interface FixedSizeFile {
    */
   writeDurably(data: Buffer, offset: number): Promise<void>;
   /**
+   * Present when the file was opened with `blocking`: the same as `writeDurably`, returning once
+   * the bytes are durable (or throwing its errors) without a promise, so a caller on the
+   * synchronous-commit path does not wait for promise hops between the fdatasync and its reply.
+   */
+  readonly writeDurablySync?: (data: Buffer, offset: number) => void;
+  /**
    * Makes the file durable and moves it to `finalKey`, create-only: an existing `finalKey` is
    * StorageError STORAGE_CONFLICT and this file stays where it is. Closes the handle.
    */

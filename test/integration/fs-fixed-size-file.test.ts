@@ -22,14 +22,27 @@ describe('fs openFixedSizeFile', () => {
     const key = 'blocking/seg.partial.padded';
     const f = await storage.openFixedSizeFile!(key, SIZE, { initial: Buffer.from('ab'), blocking: true });
     await f.writeDurably(Buffer.from('cd'), 2);
+    // The promise-free form, offered only by blocking files, writes in place too.
+    expect(f.writeDurablySync).toBeTypeOf('function');
+    f.writeDurablySync!(Buffer.from('e'), 4);
+    expect(() => f.writeDurablySync!(Buffer.from('xx'), SIZE - 1)).toThrow(
+      expect.objectContaining({ code: 'STORAGE_INVALID_RANGE' }),
+    );
     await expect(f.writeDurably(Buffer.from('xx'), SIZE - 1)).rejects.toMatchObject({
       code: 'STORAGE_INVALID_RANGE',
     });
     await f.close();
     await expect(f.writeDurably(Buffer.from('x'), 0)).rejects.toMatchObject({ code: 'STORAGE_IO' });
+    expect(() => f.writeDurablySync!(Buffer.from('x'), 0)).toThrow(
+      expect.objectContaining({ code: 'STORAGE_IO' }),
+    );
     const bytes = readFileSync(join(root, key));
     expect(bytes.length).toBe(SIZE);
-    expect(bytes.subarray(0, 5).toString('latin1')).toBe('abcd\0');
+    expect(bytes.subarray(0, 6).toString('latin1')).toBe('abcde\0');
+
+    const threadPool = await storage.openFixedSizeFile!('blocking/other', SIZE);
+    expect(threadPool.writeDurablySync).toBeUndefined();
+    await threadPool.close();
   });
 
   it('creates a zero-filled file of the full size with its initial bytes, written in place', async () => {

@@ -14,6 +14,7 @@ import { WalSegmentWriter } from '../../src/archive/wal-segment-writer';
 import { walPartialKey, walPartialPaddedKey, walSegmentKey } from '../../src/archive/repo-layout';
 import { walFileName } from '../../src/lsn';
 import { createFsStorage } from '../../src/storage/fs-storage';
+import { StorageError } from '../../src/errors';
 
 const SEG = 1024 * 1024;
 
@@ -130,6 +131,57 @@ describe('wal segment writer: padded file in place (sync mode, fs)', () => {
     await w.close();
     expect(file(walPartialKey('main', name)).equals(data.subarray(0, 9000))).toBe(true);
     expect(await fs.head(key)).toBeUndefined();
+    await fs.close();
+  });
+
+  it('blocking flush: a failed in-line write is not counted, and the segment file is written again from its start', async () => {
+    const fs = createFsStorage({ root: join(dir, 'blocking') });
+    // The real fs driver, with one in-line write made to fail (as an EIO on fdatasync would).
+    let failNext = false;
+    let reopened = 0;
+    const storage = Object.assign(Object.create(fs) as typeof fs, {
+      openFixedSizeFile: async (...args: Parameters<NonNullable<typeof fs.openFixedSizeFile>>) => {
+        reopened++;
+        const f = await fs.openFixedSizeFile!(...args);
+        const sync = f.writeDurablySync!;
+        return Object.assign(Object.create(f) as typeof f, {
+          writeDurablySync: (data: Buffer, offset: number) => {
+            if (failNext) {
+              failNext = false;
+              throw new StorageError('STORAGE_IO', 'injected write failure', { key: f.key });
+            }
+            sync(data, offset);
+          },
+        });
+      },
+    });
+    const w = new WalSegmentWriter({
+      storage,
+      stanza: 'main',
+      segmentSize: SEG,
+      synchronous: true,
+      blockingFlush: true,
+      flushIntervalMs: 1000,
+    });
+    const start = BigInt(SEG) * 16n;
+    const name = walFileName(1, 16n, SEG);
+    const data = randomBytes(4000);
+    await w.begin(1, start);
+    await w.write(start, data.subarray(0, 1000));
+    await w.flush(); // opens the file (the async path)
+    await w.write(start + 1000n, data.subarray(1000, 2000));
+    await w.flush(); // in line
+    expect(w.flushedLsn).toBe(start + 2000n);
+    expect(reopened).toBe(1);
+    failNext = true;
+    await w.write(start + 2000n, data.subarray(2000, 4000));
+    await w.flush();
+    // The failure fell back to a new file written from offset 0; everything reported is on disk.
+    expect(reopened).toBe(2);
+    expect(w.flushedLsn).toBe(start + 4000n);
+    const padded = readFileSync(join(dir, 'blocking', ...walPartialPaddedKey('main', name).split('/')));
+    expect(padded.subarray(0, 4000).equals(data)).toBe(true);
+    await w.close();
     await fs.close();
   });
 });
