@@ -15,6 +15,7 @@ import { httpStatusOf, toStorageError, type S3ErrorContext } from './s3-errors';
 import { MIN_PART_SIZE } from './s3-part-plan';
 import { withRetry, type RetryPolicy } from './s3-retry';
 import { uploadObject } from './s3-upload';
+import { getObjectInRanges, PARALLEL_GET_DEFAULTS } from './s3-parallel-get';
 import { assertValidStorageKey } from './fs-storage';
 import type {
   CallOptions,
@@ -54,6 +55,14 @@ export interface S3StorageOptions extends ObserveOptions {
   maxAttempts?: number;
   /** Backoff before the first retry, doubled each time (with jitter, at most 20 s). @default 200 */
   retryBaseDelayMs?: number;
+  /**
+   * Whole-object reads (`get` without a range) of objects larger than `readRangeBytes` go as this
+   * many ranged GETs in flight, reassembled in order (s3-parallel-get.ts); 1 reads one GetObject
+   * stream. Memory per read is about `readRangeBytes x (readConcurrency + 1)`. @default 4
+   */
+  readConcurrency?: number;
+  /** Size of one ranged GET of a whole-object read. @default 8 MiB */
+  readRangeBytes?: number;
   /** A ready S3Client (tests, custom middleware). The driver does not destroy it on close(). */
   client?: S3Client;
 }
@@ -145,6 +154,16 @@ export function createS3Storage(options: S3StorageOptions): Storage {
       0,
     ),
   };
+  const readConcurrency = positiveInt(
+    'readConcurrency',
+    options.readConcurrency,
+    PARALLEL_GET_DEFAULTS.concurrency,
+  );
+  const readRangeBytes = positiveInt(
+    'readRangeBytes',
+    options.readRangeBytes,
+    PARALLEL_GET_DEFAULTS.rangeBytes,
+  );
   const checksumMode = options.checksumMode ?? S3_STORAGE_DEFAULTS.checksumMode;
   if (checksumMode !== 'when-required' && checksumMode !== 'when-supported') {
     throw new ConfigError(
@@ -182,6 +201,37 @@ export function createS3Storage(options: S3StorageOptions): Storage {
     return prefix + key;
   };
 
+  /** One GetObject stream (a byte range, or the whole object). */
+  const singleGet = async (
+    key: string,
+    fullKey: string,
+    signal: AbortSignal | undefined,
+    rangeHeader: string | undefined,
+  ): Promise<Readable> => {
+    const out = await withRetry(ctx('get', key), retry, observe, signal, () =>
+      client.send(new GetObjectCommand({ Bucket: bucket, Key: fullKey, Range: rangeHeader }), {
+        abortSignal: signal,
+      }),
+    );
+    const body = out.Body as Readable | undefined;
+    if (body === undefined) return new PassThrough().end() as unknown as Readable;
+    // Errors of the body (a reset mid-transfer) become StorageErrors too.
+    const pass = new PassThrough();
+    // An abort through the caller's signal mid-read is the caller's doing: AbortError, like every other call.
+    body.on('error', (e) =>
+      pass.destroy(
+        signal?.aborted
+          ? new AbortError(`get of ${key} aborted`, { cause: signal.reason })
+          : toStorageError(e, ctx('get', key)),
+      ),
+    );
+    pass.on('close', () => {
+      if (!body.destroyed) body.destroy();
+    });
+    body.pipe(pass);
+    return pass;
+  };
+
   return {
     kind: 's3',
     describe: () => description,
@@ -212,28 +262,25 @@ export function createS3Storage(options: S3StorageOptions): Storage {
         }
         rangeHeader = `bytes=${start}-${end ?? ''}`;
       }
-      const out = await withRetry(ctx('get', key), retry, observe, signal, () =>
-        client.send(new GetObjectCommand({ Bucket: bucket, Key: fullKey, Range: rangeHeader }), {
-          abortSignal: signal,
-        }),
-      );
-      const body = out.Body as Readable | undefined;
-      if (body === undefined) return new PassThrough().end() as unknown as Readable;
-      // Errors of the body (a reset mid-transfer) become StorageErrors too.
-      const pass = new PassThrough();
-      // An abort through the caller's signal mid-read is the caller's doing: AbortError, like every other call.
-      body.on('error', (e) =>
-        pass.destroy(
-          signal?.aborted
-            ? new AbortError(`get of ${key} aborted`, { cause: signal.reason })
-            : toStorageError(e, ctx('get', key)),
-        ),
-      );
-      pass.on('close', () => {
-        if (!body.destroyed) body.destroy();
-      });
-      body.pipe(pass);
-      return pass;
+      if (range === undefined && readConcurrency > 1) {
+        return getObjectInRanges(
+          {
+            client,
+            bucket,
+            key,
+            objectKey: fullKey,
+            retry,
+            observe,
+            secrets,
+            rangeBytes: readRangeBytes,
+            concurrency: readConcurrency,
+            chunkBytes: getOptions.readChunkBytes ?? PARALLEL_GET_DEFAULTS.chunkBytes,
+            signal,
+          },
+          () => singleGet(key, fullKey, signal, undefined),
+        );
+      }
+      return singleGet(key, fullKey, signal, rangeHeader);
     },
 
     async head(key: string, callOptions: CallOptions = {}): Promise<ObjectInfo | undefined> {
