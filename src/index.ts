@@ -16,6 +16,7 @@ export type {
   TlsOptions,
   CommandEvent,
   CommandStream,
+  CommandOptions,
   QueryResult,
 } from './connection/replication-connection';
 export { parseConnectionString, toPgClientConfig, type PgClientConfig } from './connection/conninfo';

@@ -113,8 +113,12 @@ export type CommandEvent =
   | { type: 'copyOutStart' }
   | { type: 'copyInStart' }
   | { type: 'copyBothStart' }
-  /** One CopyData payload (a view of a received chunk that pgark never overwrites). */
-  | { type: 'copyData'; data: Buffer }
+  /**
+   * One CopyData payload (a view of a received chunk that pgark never overwrites). With
+   * `leaseCopyData` (see CommandOptions), `release` may be present: once called, pgark may read new
+   * bytes into that memory, so call it only when nothing reads `data` any more.
+   */
+  | { type: 'copyData'; data: Buffer; release?: () => void }
   | { type: 'copyDone' }
   | { type: 'notice'; fields: ServerErrorFields };
 
@@ -138,8 +142,21 @@ export interface CommandStream extends AsyncIterableIterator<CommandEvent> {
   readonly finished: boolean;
 }
 
+/** Per-command options of `execute`/`copyOut`. */
+export interface CommandOptions {
+  /**
+   * CopyData events carry a `release` function (plain TCP only; over TLS they never do): the
+   * payload's memory is read into again once every payload of its 1 MiB read slab was released. For a
+   * consumer that copies each payload and then forgets it (the base backup to S3): no read slab
+   * becomes garbage. A payload never released keeps its slab from reuse, as without the option.
+   * @default false
+   */
+  leaseCopyData?: boolean;
+}
+
 interface PendingCommand {
   sql: string;
+  leaseCopyData: boolean;
   events: { ev: CommandEvent; bytes: number }[];
   bufferedBytes: number;
   error: PgarkError | undefined;
@@ -487,7 +504,7 @@ export class ReplicationConnection {
    *
    * Throws ConnectionError CONNECTION_BUSY if another command is still running.
    */
-  execute(sql: string): CommandStream {
+  execute(sql: string, commandOptions: CommandOptions = {}): CommandStream {
     if (this.failure) return this.failedStream(this.failure);
     if (this.closedByClient)
       return this.failedStream(
@@ -510,6 +527,7 @@ export class ReplicationConnection {
     }
     const cmd: PendingCommand = {
       sql,
+      leaseCopyData: commandOptions.leaseCopyData === true,
       events: [],
       bufferedBytes: 0,
       error: undefined,
@@ -523,8 +541,8 @@ export class ReplicationConnection {
   }
 
   /** Same as `execute`, for a command expected to answer with CopyOutResponse (BASE_BACKUP). */
-  copyOut(sql: string): CommandStream {
-    return this.execute(sql);
+  copyOut(sql: string, commandOptions: CommandOptions = {}): CommandStream {
+    return this.execute(sql, commandOptions);
   }
 
   /**
@@ -791,6 +809,13 @@ export class ReplicationConnection {
       case BackendCode.CopyData:
         if (cmd.copyMode !== 'out' && cmd.copyMode !== 'both') {
           throw new ProtocolError('PROTOCOL_UNEXPECTED_MESSAGE', 'CopyData outside COPY OUT/BOTH');
+        }
+        if (cmd.leaseCopyData) {
+          const release = this.framer.leaseLast();
+          if (release) {
+            this.push(cmd, { type: 'copyData', data: body, release }, body.length);
+            return;
+          }
         }
         this.push(cmd, { type: 'copyData', data: body }, body.length);
         return;

@@ -27,6 +27,17 @@
  * copy-before-queue rule of protocol notes §1 holds without a copy). Measured on Debian PG15
  * (bench/base-backup-stages.ts): Node's default read path allocates a 64 KiB Buffer per read and
  * the push path copies every message that spans two reads (about half of a base backup's bytes).
+ *
+ * Slab leases (owned-read mode, opt-in per message): every body returned by `next()` counts as a
+ * reference to its slab, and by default that reference is never dropped, so the slab is never
+ * written again (the guarantee above). A caller that will be done with a body at a known moment
+ * (it copies the bytes elsewhere, then forgets the view) may call `leaseLast()` right after
+ * `next()` and get a `release` function for that body. A slab the framer has moved past, whose
+ * every body was leased and released, goes to a small free list and is read into again. Why: a
+ * base backup to S3 reads about one 1 MiB slab per MiB of data; the S3 driver copies each chunk
+ * into its part buffers at once, so the slab is garbage within milliseconds, but V8 frees an
+ * ArrayBuffer's memory only at its next full GC, which external memory triggers only after tens of
+ * MiB of it. That resident garbage put `pgark backup` to S3 over its RSS budget (issue 5).
  */
 import { ConfigError, ProtocolError } from '../errors';
 import { backendCodeName } from './message-codes';
@@ -50,6 +61,23 @@ export const READ_SLAB_BYTES = 1024 * 1024;
  * socket is paused, and 64 KiB reads measured cheaper than 256 KiB ones (cache-sized copies).
  */
 export const MIN_READ_BYTES = 64 * 1024;
+/**
+ * Owned-read mode: released READ_SLAB_BYTES slabs kept for reuse. The slabs in use at once are the
+ * consumer's high-water mark plus what its own queue holds, a few MiB: beyond this many free ones,
+ * a released slab is left to the GC.
+ */
+const MAX_FREE_SLABS = 8;
+
+/**
+ * Owned-read mode: one slab and the bodies handed out of it. `refs` counts bodies (and
+ * takeReceived views) not released: a body without a lease is never released, so its slab is never
+ * reused. `retired` once reads go to another slab.
+ */
+interface ReadSlab {
+  buf: Buffer;
+  refs: number;
+  retired: boolean;
+}
 
 export interface MessageFramerOptions {
   /** Largest message body accepted; longer → ProtocolError PROTOCOL_MESSAGE_TOO_LONG. @default 64 MiB */
@@ -72,7 +100,13 @@ export class MessageFramer {
   private slab: Buffer | undefined;
   private slabUsed = 0;
   /** Owned-read mode: the slab being read into; bytes [readPos, writePos) are received, not yet returned. */
-  private owned: { slab: Buffer; readPos: number; writePos: number } | undefined;
+  private owned: { slab: Buffer; readPos: number; writePos: number; rec: ReadSlab } | undefined;
+  /** Owned-read mode: slabs whose every body was released, ready to be read into again. */
+  private readonly freeSlabs: Buffer[] = [];
+  /** Owned-read mode: the slab of the body `next()` returned last, until `leaseLast()` takes it. */
+  private lastSlab: ReadSlab | undefined;
+  /** Owned-read mode: slabs reused from the free list (for tests and benches). */
+  slabsReused = 0;
 
   constructor(options: MessageFramerOptions = {}) {
     const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -101,9 +135,17 @@ export class MessageFramer {
           size = Math.max(size, 1 + length + MIN_READ_BYTES);
       }
       size = Math.max(size, tail + MIN_READ_BYTES);
-      const slab = Buffer.allocUnsafeSlow(size);
+      let slab: Buffer;
+      if (size === READ_SLAB_BYTES && this.freeSlabs.length > 0) {
+        slab = this.freeSlabs.pop()!;
+        this.slabsReused++;
+      } else {
+        slab = Buffer.allocUnsafeSlow(size);
+      }
       if (o && tail > 0) o.slab.copy(slab, 0, o.readPos, o.writePos);
-      o = this.owned = { slab, readPos: 0, writePos: tail };
+      // Only now: the tail is copied, and the socket's next read goes to the new slab.
+      if (o) this.retire(o.rec);
+      o = this.owned = { slab, readPos: 0, writePos: tail, rec: { buf: slab, refs: 0, retired: false } };
     }
     return o.slab.subarray(o.writePos, o.writePos + MIN_READ_BYTES);
   }
@@ -125,7 +167,39 @@ export class MessageFramer {
     if (!o) return Buffer.alloc(0);
     const view = o.slab.subarray(o.readPos, o.writePos);
     o.readPos = o.writePos;
+    o.rec.refs++; // never released: the slab is never reused
     return view;
+  }
+
+  /**
+   * Owned-read mode: a lease on the body the last `next()` returned. Call `release` once nothing
+   * reads that body (or any view of it) any more: from then on the framer may read new bytes into
+   * its memory. Not calling it is always safe (the slab is then never reused). Returns undefined in
+   * push mode or when there is no body to lease; call at most once per body, right after `next()`.
+   */
+  leaseLast(): (() => void) | undefined {
+    const rec = this.lastSlab;
+    if (rec === undefined) return undefined;
+    this.lastSlab = undefined;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      rec.refs--;
+      if (rec.refs === 0 && rec.retired) this.recycle(rec);
+    };
+  }
+
+  /** Owned-read mode: the slab is no longer read into; reusable once its bodies are released. */
+  private retire(rec: ReadSlab): void {
+    rec.retired = true;
+    if (rec.refs === 0) this.recycle(rec);
+  }
+
+  private recycle(rec: ReadSlab): void {
+    if (rec.buf.length === READ_SLAB_BYTES && this.freeSlabs.length < MAX_FREE_SLABS) {
+      this.freeSlabs.push(rec.buf);
+    }
   }
 
   /** Hands over bytes read from the socket. The framer keeps a reference; do not mutate the chunk. */
@@ -165,6 +239,8 @@ export class MessageFramer {
       if (avail < 5 + bodyLen) return undefined;
       const start = o.readPos + 5;
       o.readPos = start + bodyLen;
+      o.rec.refs++;
+      this.lastSlab = o.rec;
       return { code, body: o.slab.subarray(start, start + bodyLen) };
     }
     for (;;) {

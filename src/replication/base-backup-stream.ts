@@ -18,7 +18,10 @@
  * Pull-based: the next CopyData is read from the connection only when the consumer asks for the
  * next event, so the socket stays paused while a `data` chunk is being written to storage. `data`
  * buffers are views that the connection never overwrites (see ReplicationConnection), so they may
- * be kept past the next pull.
+ * be kept past the next pull; unless the command was run with `leaseCopyData`: then a `data` or
+ * `manifest-data` event may carry `release` (call it once nothing reads `data` any more, and the
+ * connection reads new bytes into that memory), and the payloads this module only parses (archive
+ * names, progress, the manifest marker) are released here at once.
  */
 import { ConfigError, PgarkError, PostgresServerError, ProtocolError, ReplicationError } from '../errors';
 import { parseLsn, type Lsn } from '../lsn';
@@ -45,13 +48,16 @@ export type BaseBackupEvent =
       spcLocation: string | undefined;
       sizeEstimateBytes: number | undefined;
     }
-  /** Archive bytes (as the server sent them: compressed with server-side compression). */
-  | { type: 'data'; data: Buffer }
+  /**
+   * Archive bytes (as the server sent them: compressed with server-side compression). `release`:
+   * see the module comment (present only for a command run with `leaseCopyData`).
+   */
+  | { type: 'data'; data: Buffer; release?: () => void }
   | { type: 'archive-end'; name: string; bytes: number }
   /** Cumulative uncompressed archive bytes of the whole backup so far. */
   | { type: 'progress'; bytesDone: number }
   | { type: 'manifest-start' }
-  | { type: 'manifest-data'; data: Buffer }
+  | { type: 'manifest-data'; data: Buffer; release?: () => void }
   | { type: 'manifest-end'; bytes: number }
   | { type: 'end'; endLsn: Lsn; endTimeline: number };
 
@@ -73,6 +79,15 @@ function unexpected(what: string): ProtocolError {
 export function archiveSpcOid(name: string): number | undefined {
   const m = /^([1-9][0-9]*)\.tar/.exec(name);
   return m ? Number(m[1]) : undefined;
+}
+
+/** A data event, with `release` only when there is one (the event's shape is unchanged otherwise). */
+function withRelease(
+  type: 'data' | 'manifest-data',
+  data: Buffer,
+  release: (() => void) | undefined,
+): BaseBackupEvent {
+  return release === undefined ? { type, data } : { type, data, release };
 }
 
 /** Rejects archive names pg_basebackup rejects (empty, leading '.', a path separator). */
@@ -239,11 +254,11 @@ export async function* readBaseBackupStream(
           if (legacy) {
             if (manifest) {
               manifest.bytes += ev.data.length;
-              yield { type: 'manifest-data', data: ev.data };
+              yield withRelease('manifest-data', ev.data, ev.release);
             } else if (archive) {
               archive.bytes += ev.data.length;
               progressDone += ev.data.length;
-              yield { type: 'data', data: ev.data };
+              yield withRelease('data', ev.data, ev.release);
               if (progressDone - lastProgress >= LEGACY_PROGRESS_STEP) {
                 lastProgress = progressDone;
                 yield { type: 'progress', bytesDone: progressDone };
@@ -254,6 +269,8 @@ export async function* readBaseBackupStream(
             break;
           }
           const m = parseBaseBackupMessage(ev.data);
+          // Only the data payloads are passed on; the others are parsed into strings and numbers.
+          if (m.type !== 'data') ev.release?.();
           switch (m.type) {
             case 'archive': {
               if (manifestSeen) throw unexpected('archive after the manifest');
@@ -274,10 +291,10 @@ export async function* readBaseBackupStream(
             case 'data':
               if (manifest) {
                 manifest.bytes += m.data.length;
-                yield { type: 'manifest-data', data: m.data };
+                yield withRelease('manifest-data', m.data, ev.release);
               } else if (archive) {
                 archive.bytes += m.data.length;
-                yield { type: 'data', data: m.data };
+                yield withRelease('data', m.data, ev.release);
               } else {
                 throw unexpected('archive data before any archive');
               }

@@ -7,10 +7,15 @@
  * client) and go back to it when the uploader releases a part (once the store has confirmed it, or
  * the part failed for good). Without the pool, every finished part becomes garbage that V8 frees
  * only at its next full GC, and the process's RSS grows well past part size x (queue + 1).
+ *
+ * A chunk of a stream is released (chunk-release.ts) as soon as its last byte is copied into a part
+ * (it was hashed when read), or, for a chunk handed out as a whole part, when that part is released:
+ * the producer may then reuse its memory (the base backup's socket read slabs).
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { PartBufferPool } from './s3-part-pool';
+import { releaseChunk } from './chunk-release';
 
 export interface Part {
   data: Buffer;
@@ -55,16 +60,14 @@ export function bufferPartSource(body: Buffer): PartSource {
 export function streamPartSource(body: Readable, pool: PartBufferPool): PartSource {
   const iterator = body[Symbol.asyncIterator]() as AsyncIterator<unknown>;
   const hash: Hash = createHash('sha256');
-  let leftover: Buffer | undefined;
+  /** The chunk being cut into parts, and how much of it is already in a part. */
+  let current: Buffer | undefined;
+  let currentOffset = 0;
   let ended = false;
   let bytesRead = 0;
 
   async function nextChunk(): Promise<Buffer | undefined> {
-    if (leftover !== undefined) {
-      const chunk = leftover;
-      leftover = undefined;
-      return chunk;
-    }
+    if (current !== undefined) return current;
     if (ended) return undefined;
     const r = await iterator.next();
     if (r.done) {
@@ -73,6 +76,8 @@ export function streamPartSource(body: Readable, pool: PartBufferPool): PartSour
     }
     const chunk = toBuffer(r.value);
     hash.update(chunk);
+    current = chunk;
+    currentOffset = 0;
     return chunk;
   }
 
@@ -80,14 +85,19 @@ export function streamPartSource(body: Readable, pool: PartBufferPool): PartSour
     async next(size) {
       let out: Buffer | undefined;
       let pooled = false;
+      /** The chunk handed out as the part itself (released with the part). */
+      let whole: Buffer | undefined;
       let filled = 0;
       try {
         while (filled < size) {
           const chunk = await nextChunk();
           if (chunk === undefined) break;
-          if (out === undefined && chunk.length === size) {
-            // A chunk that is exactly one part: hand it out without copying.
-            out = chunk;
+          const rest = chunk.length - currentOffset;
+          if (out === undefined && rest === size) {
+            // The rest of a chunk is exactly one part: hand it out without copying.
+            out = currentOffset === 0 ? chunk : chunk.subarray(currentOffset);
+            whole = chunk;
+            current = undefined;
             filled = size;
             break;
           }
@@ -95,10 +105,15 @@ export function streamPartSource(body: Readable, pool: PartBufferPool): PartSour
             out = pool.take(size);
             pooled = true;
           }
-          const n = Math.min(size - filled, chunk.length);
-          chunk.copy(out, filled, 0, n);
+          const n = Math.min(size - filled, rest);
+          chunk.copy(out, filled, currentOffset, currentOffset + n);
           filled += n;
-          if (n < chunk.length) leftover = chunk.subarray(n);
+          currentOffset += n;
+          if (currentOffset === chunk.length) {
+            // Hashed when read, copied now: never read again.
+            current = undefined;
+            releaseChunk(chunk);
+          }
         }
       } catch (e) {
         // The body failed mid-part: the buffer goes back, not to the garbage.
@@ -107,7 +122,7 @@ export function streamPartSource(body: Readable, pool: PartBufferPool): PartSour
       }
       bytesRead += filled;
       if (out === undefined) return { data: Buffer.alloc(0), release: noRelease };
-      const whole = out;
+      const buf = out;
       let released = false;
       return {
         data: out.subarray(0, filled),
@@ -115,9 +130,11 @@ export function streamPartSource(body: Readable, pool: PartBufferPool): PartSour
           ? () => {
               if (released) return;
               released = true;
-              pool.give(whole);
+              pool.give(buf);
             }
-          : noRelease,
+          : whole !== undefined
+            ? () => releaseChunk(whole)
+            : noRelease,
       };
     },
     get bytesRead() {

@@ -17,6 +17,7 @@ import {
 } from '../../src/storage/s3-part-plan';
 import { PartBufferPool } from '../../src/storage/s3-part-pool';
 import { streamPartSource } from '../../src/storage/s3-part-source';
+import { attachChunkRelease } from '../../src/storage/chunk-release';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -151,6 +152,39 @@ describe('stream part source', () => {
       expect(src.bytesRead).toBe(data.length);
       expect(src.digest()).toBe(createHash('sha256').update(data).digest('hex'));
     }
+  });
+});
+
+describe('stream part source: chunk release', () => {
+  it('releases a chunk once its last byte is in a part, a whole-part chunk only with its part, each once', async () => {
+    const released: number[] = [];
+    const chunks = [100, 250, 50, 300, 300].map((n, i) => {
+      const c = Buffer.alloc(n, i + 1);
+      attachChunkRelease(c, () => released.push(i));
+      return c;
+    });
+    const plain = Buffer.alloc(40, 9); // no release attached: nothing happens
+    const src = streamPartSource(Readable.from([...chunks, plain]), new PartBufferPool(2));
+    const p1 = await src.next(300); // 100 + 200 of chunk 1
+    expect(released).toEqual([0]);
+    const p2 = await src.next(100); // the rest of chunk 1 (50) + chunk 2 (50)
+    expect(released).toEqual([0, 1, 2]);
+    const p3 = await src.next(300); // chunk 3 is exactly one part: handed out as is
+    expect(p3.data.buffer).toBe(chunks[3]!.buffer);
+    expect(released).toEqual([0, 1, 2]);
+    p3.release();
+    p3.release();
+    expect(released).toEqual([0, 1, 2, 3]);
+    const p4 = await src.next(1000); // chunk 4 + the plain one, then the end
+    expect(p4.data.length).toBe(340);
+    expect(released).toEqual([0, 1, 2, 3, 4]);
+    for (const p of [p1, p2, p4]) p.release();
+    expect(released).toEqual([0, 1, 2, 3, 4]);
+    expect(src.digest()).toBe(
+      createHash('sha256')
+        .update(Buffer.concat([...chunks, plain]))
+        .digest('hex'),
+    );
   });
 });
 
