@@ -158,6 +158,9 @@ class RangedObjectStream extends Readable {
   private readonly queue: Promise<Buffer>[] = [];
   private nextStart: number;
   private pumping = false;
+  /** The range being handed out, and how much of it has been. */
+  private current: Buffer = Buffer.alloc(0);
+  private at = 0;
   private wanted = false;
 
   constructor(
@@ -204,24 +207,31 @@ class RangedObjectStream extends Readable {
     if (!this.pumping) void this.pump();
   }
 
+  /**
+   * Pushes one chunk per `push` until the stream's buffer is full (one chunk: highWaterMark is
+   * chunkBytes), so a paused reader's read() gets one chunk back, not a concatenated copy.
+   */
   private async pump(): Promise<void> {
     this.pumping = true;
     try {
       while (this.wanted && !this.destroyed) {
-        this.wanted = false;
-        const next = this.queue.shift();
-        if (next === undefined) {
-          this.detach();
-          this.push(null);
-          return;
+        if (this.at >= this.current.length) {
+          const next = this.queue.shift();
+          if (next === undefined) {
+            this.detach();
+            this.push(null);
+            return;
+          }
+          this.current = await next;
+          this.at = 0;
+          if (this.destroyed) return;
+          this.fill();
+          if (this.current.length === 0) continue;
         }
-        const buf = await next;
-        if (this.destroyed) return;
-        this.fill();
-        let more = true;
-        for (let at = 0; at < buf.length; at += this.p.chunkBytes)
-          more = this.push(buf.subarray(at, Math.min(buf.length, at + this.p.chunkBytes)));
-        if (more) this.wanted = true;
+        const end = Math.min(this.current.length, this.at + this.p.chunkBytes);
+        const chunk = this.current.subarray(this.at, end);
+        this.at = end;
+        this.wanted = this.push(chunk);
       }
     } catch (e) {
       if (!this.destroyed)
