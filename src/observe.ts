@@ -80,7 +80,17 @@ export type PgarkEvent =
   // restore
   | { type: 'restore.started'; backupId: string; targetDir: string }
   | { type: 'restore.progress'; backupId: string; bytesDone: number; bytesTotal?: number }
-  | { type: 'restore.completed'; backupId: string; targetDir: string; bytes: number };
+  | { type: 'restore.completed'; backupId: string; targetDir: string; bytes: number }
+  /** A restore-point or xid target looked up in the WAL a restore would replay (src/restore/target-scan.ts). */
+  | {
+      type: 'restore.target-scan';
+      backupId: string;
+      target: string;
+      verdict: 'found' | 'before' | 'not-found' | 'unknown';
+      lsn?: string;
+      bytesScanned: number;
+      segmentsScanned: number;
+    };
 
 export type PgarkEventType = PgarkEvent['type'];
 

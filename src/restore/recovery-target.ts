@@ -29,10 +29,12 @@
  *   precedes it (modulo 2^32, as TransactionIdPrecedes) lies before that backup's end; an older
  *   backup is then chosen, or the target refused. restoreBackup reads it for xid targets with
  *   ./backup-checkpoint (backup_label, then the checkpoint record in the backup's own WAL; unknown
- *   for `fetch`/`none` backups and compressed WAL objects, where nothing is checked). Not checked:
- *   whether the restore point or the xid exists at all, or lies after the archive's end (that needs
- *   the records; PostgreSQL 13+ stops with "recovery ended before configured recovery target was
- *   reached").
+ *   for `fetch`/`none` backups and compressed WAL objects, where nothing is checked). Whether the
+ *   restore point or the xid's commit/abort exists, and lies after the backup's end and before the
+ *   archive's end, needs the records: restoreBackup reads them after this planner chose (./target-scan,
+ *   option `checkTargetExists`), and refuses with the same RecoveryTargetError when the WAL recovery
+ *   would replay holds no such record after the backup's end (PostgreSQL 13+ would stop with
+ *   "recovery ended before configured recovery target was reached").
  */
 import { RestoreError } from '../errors';
 import {
@@ -351,7 +353,8 @@ export function xidPrecedes(a: number, b: number): boolean {
   return ((a - b) | 0) < 0;
 }
 
-function summary(b: PlannerBackup): BackupSummary {
+/** A backup as RecoveryTargetError lists it. */
+export function backupSummary(b: PlannerBackup): BackupSummary {
   return {
     backupId: b.backupId,
     timeline: b.endTimeline,
@@ -378,7 +381,11 @@ export function planRestore(input: RestorePlanInput): RestorePlan {
   );
   const ranges = walRanges(input.segments, input.walSegmentSize);
   const tail = input.partialTail;
-  const detail = { backups: backups.map(summary), walRanges: ranges, ...(tail ? { partialTail: tail } : {}) };
+  const detail = {
+    backups: backups.map(backupSummary),
+    walRanges: ranges,
+    ...(tail ? { partialTail: tail } : {}),
+  };
   if (backups.length === 0)
     throw new RestoreError('RESTORE_BACKUP_NOT_FOUND', 'the stanza has no complete backup');
   const tl = input.timeline ?? 'latest';

@@ -58,12 +58,22 @@ import {
   type RecoveryOptions,
   type StandbySettings,
 } from './recovery-config';
-import { planRestore, type PlannerBackup, type PlannerSegment, type RestorePlan } from './recovery-target';
+import {
+  backupSummary,
+  planRestore,
+  RecoveryTargetError,
+  type PlannerBackup,
+  type PlannerPartialTail,
+  type PlannerSegment,
+  type RestorePlan,
+  type RestorePlanInput,
+} from './recovery-target';
+import { chooseBackupByStopRecord } from './target-scan';
 import { listRestoreWindow } from './restore-window';
 import { readBackupOldestActiveXid } from './backup-checkpoint';
 import { extractArchive, ObjectCheck, RESTORE_READ_BYTES, safeJoin } from './extract-archive';
 import { syncTree } from './sync-tree';
-import { isWalFileName, parseWalFileName } from '../lsn';
+import { formatLsn, isWalFileName, parseWalFileName } from '../lsn';
 import { placeWalTail, type PlacedWalTail } from '../archive/wal-tail'; // [wal tail, helper-11]
 
 /**
@@ -148,6 +158,15 @@ export interface RestoreBackupOptions extends ObserveOptions {
    * the archiver made durable (RPO 0). See src/archive/wal-tail.ts for the rules. @default true
    */
   walTail?: boolean;
+  /**
+   * For a restore-point (`name`) or `xid` target: read the WAL the restore would replay (from the
+   * backup's start through the archive and its partial tail) and refuse, before anything is written,
+   * when it holds no such restore point, or no commit/abort of that xid, after the backup's end
+   * (RESTORE_TARGET_OUT_OF_RANGE); an older backup is chosen when the record lies before the newest
+   * one's end. Stops at the first match; emits `restore.target-scan` with the bytes read. Turn it off
+   * for very large archives (the scan reads every WAL byte up to the record). @default true
+   */
+  checkTargetExists?: boolean;
   /** More settings appended to postgresql.auto.conf (e.g. `{ archive_mode: 'off' }` for a throw-away copy). */
   settings?: Record<string, string | number | boolean>;
   signal?: AbortSignal;
@@ -364,7 +383,7 @@ async function chooseBackup(
       target && 'xid' in target ? await readBackupOldestActiveXid(options.storage, e, signal) : undefined;
     backups.push(x ? { ...e, oldestActiveXid: x } : e);
   }
-  const plan = planRestore({
+  const planInput: RestorePlanInput = {
     backups,
     segments,
     ...(partialTail ? { partialTail } : {}),
@@ -372,9 +391,91 @@ async function chooseBackup(
     ...(options.backupId !== undefined ? { backupId: options.backupId } : {}),
     ...(target ? { target } : {}),
     ...(options.recovery?.timeline !== undefined ? { timeline: options.recovery.timeline } : {}),
-  });
-  const entry = entries.find((e) => e.backupId === plan.backup.backupId)!;
+  };
+  let plan = planRestore(planInput);
+  if (target && ('name' in target || 'xid' in target) && options.checkTargetExists !== false) {
+    plan = await planByStopRecord(stanza, options, planInput, plan, entries, partialTail);
+  }
+  const chosen = plan.backup.backupId;
+  const entry = entries.find((e) => e.backupId === chosen)!;
   return wantsWindow ? { entry, plan } : { entry };
+}
+
+/**
+ * A restore-point or xid target: the newest backup the planner accepts whose replayed WAL holds the
+ * stop record after its end (./target-scan); refused with RecoveryTargetError when none does.
+ */
+async function planByStopRecord(
+  stanza: Stanza,
+  options: RestoreBackupOptions,
+  input: RestorePlanInput,
+  plan: RestorePlan,
+  entries: BackupCatalogEntry[],
+  partialTail: PlannerPartialTail | undefined,
+): Promise<RestorePlan> {
+  const target = input.target!;
+  const tl = input.timeline ?? 'latest';
+  // Candidates: the planner's choice, and without an explicit backup each older one it accepts.
+  const plans = new Map<string, RestorePlan>([[plan.backup.backupId, plan]]);
+  const candidates: BackupCatalogEntry[] = [];
+  const newestFirst = [...entries].sort((a, b) =>
+    a.backupId < b.backupId ? 1 : a.backupId > b.backupId ? -1 : 0,
+  );
+  for (const e of newestFirst) {
+    if (e.backupId > plan.backup.backupId) continue;
+    if (e.backupId !== plan.backup.backupId) {
+      if (options.backupId !== undefined || (typeof tl === 'number' && e.endTimeline > tl)) continue;
+      try {
+        plans.set(e.backupId, planRestore({ ...input, backupId: e.backupId }));
+      } catch (err) {
+        if (err instanceof RecoveryTargetError) continue;
+        throw err;
+      }
+    }
+    candidates.push(e);
+  }
+  const choice = await chooseBackupByStopRecord({
+    storage: options.storage,
+    stanza,
+    target,
+    segments: input.segments,
+    ...(partialTail ? { partialTail } : {}),
+    ...(input.timeline !== undefined ? { timeline: input.timeline } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+    candidates,
+  });
+  if (choice.backup) return plans.get(choice.backup.backupId)!;
+  const what =
+    'name' in target
+      ? `restore point ${JSON.stringify(target.name)}`
+      : `xid ${'xid' in target ? String(target.xid) : '?'}`;
+  const before = choice.scans.find((s) => s.result.verdict === 'before');
+  const newest = choice.scans[0]!;
+  const detail = {
+    backups: [...entries].sort((a, b) => (a.backupId < b.backupId ? -1 : 1)).map(backupSummary),
+    walRanges: plan.walRanges,
+    ...(partialTail ? { partialTail } : {}),
+  };
+  if (before) {
+    const b = entries.find((e) => e.backupId === before.backupId)!;
+    throw new RecoveryTargetError(
+      `the recovery target (${what}) is first reached at ${formatLsn(before.result.lsn!)}, before the end of backup ${b.backupId} (${b.endLsn}): recovery would stop before it is consistent`,
+      { ...detail, hint: 'choose an older backup or a later target' },
+    );
+  }
+  const scannedTo = newest.result.scannedTo;
+  throw new RecoveryTargetError(
+    `the wal recovery from backup ${newest.backupId} would replay holds no ${'name' in target ? what : `commit or abort of ${what}`} after the backup's end (read ${newest.result.segmentsScanned} segments${scannedTo !== undefined ? ` up to ${formatLsn(scannedTo)}` : ''})`,
+    {
+      ...detail,
+      hint:
+        'name' in target
+          ? 'create it with pg_create_restore_point() and archive the wal (pg_switch_wal()), or check the name; checkTargetExists: false skips this check'
+          : 'the transaction has not ended, or its end is not archived yet (pg_switch_wal()); checkTargetExists: false skips this check',
+    },
+  );
 }
 
 function buildRestoreCommand(options: RestoreBackupOptions, stanzaName: string): string | undefined {

@@ -48,6 +48,8 @@ interface RestoreCliOptions extends RepoOptions, RecoveryCliOptions {
   primaryConninfo?: string;
   slot?: string;
   createSlot?: boolean;
+  /** False with --no-check-target. */
+  checkTarget: boolean;
   json?: boolean;
 }
 
@@ -162,6 +164,10 @@ export function registerRestore(program: Command): void {
       '--create-slot',
       'standby: create the slot on the primary (replication connection from --primary-conninfo, password from PGPASSWORD)',
     )
+    .option(
+      '--no-check-target',
+      'do not look a --target-name/--target-xid up in the archived wal before restoring (for very large archives)',
+    )
     .option('--json', 'print the result as JSON');
   addRecoveryOptions(cmd);
   addRepoOptions(cmd);
@@ -206,6 +212,7 @@ export function registerRestore(program: Command): void {
           ...(recovery ? { recovery } : {}),
           ...(standby ? { standby } : {}),
           ...(opts.owner ? { owner: resolveOwner(opts.owner) } : {}),
+          ...(opts.checkTarget === false ? { checkTargetExists: false } : {}),
         });
         printResult(
           opts,

@@ -1,0 +1,166 @@
+/**
+ * Restore-point and xid targets are looked up in the WAL the restore would replay (issue 7): a
+ * target no backup can reach is refused before anything is written, with RecoveryTargetError
+ * (RESTORE_TARGET_OUT_OF_RANGE) listing the backups and WAL ranges; a target that exists picks the
+ * newest backup that reaches it, and the restore reaches it. PG15 and PG18, fs repository.
+ *
+ * Source timeline: 'base' rows, restore point rp_before_backup, backup 1, transaction 'a1' (its xid
+ * kept), restore point after_first, 'b' rows, backup 2, restore point after_second, 'c' rows.
+ */
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  RecoveryTargetError,
+  restoreBackup,
+  type BaseBackupResult,
+  type PgarkEvent,
+  type RecoveryOptions,
+} from '../../src/index';
+import { resolveServerUser } from '../../src/local-server';
+import type { TestCluster } from '../harness/postgres';
+import {
+  archivingCluster,
+  backup,
+  bundleCli,
+  makeRepo,
+  restoredSlot,
+  switchAndArchive,
+  waitPromoted,
+  type TestRepo,
+} from './restore-helpers';
+
+describe.each([15, 18] as const)('recovery target lookup in the wal, PG%i', (major) => {
+  let cli: Awaited<ReturnType<typeof bundleCli>>;
+  let repo: TestRepo;
+  let source: TestCluster;
+  let bb1: BaseBackupResult;
+  let bb2: BaseBackupResult;
+  let xid = '';
+  const slots: { destroy(): Promise<void> }[] = [];
+
+  beforeAll(async () => {
+    cli = await bundleCli(`target-exists${major}`);
+    repo = await makeRepo('fs');
+    source = await archivingCluster(major, repo, cli.cli);
+    await source.query(`CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)`);
+    await source.query(`INSERT INTO t (phase) SELECT 'base' FROM generate_series(1, 50)`);
+    await source.query(`SELECT pg_create_restore_point('rp_before_backup')`);
+    bb1 = await backup(source, repo);
+    const pg = (await import('pg')).default;
+    const c = new pg.Client(source.connectionConfig());
+    await c.connect();
+    await c.query('BEGIN');
+    await c.query(`INSERT INTO t (phase) SELECT 'a1' FROM generate_series(1, 10)`);
+    xid = (await c.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]!.x;
+    await c.query('COMMIT');
+    await c.end();
+    await source.query(`SELECT pg_create_restore_point('after_first')`);
+    await source.query(`INSERT INTO t (phase) SELECT 'b' FROM generate_series(1, 5)`);
+    bb2 = await backup(source, repo);
+    await source.query(`SELECT pg_create_restore_point('after_second')`);
+    await source.query(`INSERT INTO t (phase) SELECT 'c' FROM generate_series(1, 3)`);
+    await switchAndArchive(source);
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const s of slots) await s.destroy().catch(() => undefined);
+    await source?.destroy();
+    await repo?.cleanup();
+    cli?.cleanup();
+  });
+
+  async function restoreTo(recovery: RecoveryOptions, extra: { checkTargetExists?: boolean } = {}) {
+    const slot = restoredSlot(source.binaries, `target-exists${major}`);
+    slots.push(slot);
+    const user = resolveServerUser();
+    const events: PgarkEvent[] = [];
+    const result = await restoreBackup({
+      storage: repo.storage,
+      stanza: 'main',
+      targetDir: slot.dataDir,
+      archive: { ...repo.spec, cliPath: cli.cli },
+      recovery,
+      owner: { uid: user.uid, gid: user.gid },
+      onEvent: (e) => events.push(e),
+      ...extra,
+    }).then(
+      (r) => ({ ok: true as const, r }),
+      (e: unknown) => ({ ok: false as const, e }),
+    );
+    return { slot, result, events };
+  }
+
+  async function phases(slot: ReturnType<typeof restoredSlot>): Promise<Record<string, number>> {
+    await slot.start(repo.env);
+    const c = await slot.client();
+    await waitPromoted(c);
+    const rows = (
+      await c.query<{ phase: string; n: number }>('SELECT phase, count(*)::int AS n FROM t GROUP BY phase')
+    ).rows;
+    return Object.fromEntries(rows.map((x) => [x.phase, x.n]));
+  }
+
+  function expectRefused(result: { ok: boolean; e?: unknown }, dataDir: string): void {
+    expect(result.ok).toBe(false);
+    const e = result.e as RecoveryTargetError;
+    expect(e).toBeInstanceOf(RecoveryTargetError);
+    expect(e.code).toBe('RESTORE_TARGET_OUT_OF_RANGE');
+    expect(e.backups.map((b) => b.backupId)).toEqual([bb1.backupId, bb2.backupId]);
+    expect(e.walRanges.length).toBeGreaterThan(0);
+    expect(existsSync(dataDir)).toBe(false); // nothing written
+  }
+
+  it('a restore point after the newest backup: that backup, found by reading its wal; the restore stops there', async () => {
+    const { slot, result, events } = await restoreTo({ target: { name: 'after_second' }, action: 'promote' });
+    expect(result.ok && result.r.backupId).toBe(bb2.backupId);
+    const scans = events.filter((e) => e.type === 'restore.target-scan');
+    expect(scans).toHaveLength(1);
+    expect(scans[0]).toMatchObject({ backupId: bb2.backupId, verdict: 'found' });
+    expect((scans[0] as { bytesScanned: number }).bytesScanned).toBeGreaterThan(0);
+    expect(await phases(slot)).toEqual({ base: 50, a1: 10, b: 5 });
+    await slot.destroy();
+  });
+
+  it('a restore point between the backups: the older backup is chosen, and the restore stops there', async () => {
+    const { slot, result, events } = await restoreTo({ target: { name: 'after_first' }, action: 'promote' });
+    expect(result.ok && result.r.backupId).toBe(bb1.backupId);
+    const scans = events.filter((e) => e.type === 'restore.target-scan');
+    expect(scans.map((s) => (s as { verdict: string }).verdict)).toEqual(['not-found', 'found']);
+    expect(await phases(slot)).toEqual({ base: 50, a1: 10 });
+    await slot.destroy();
+  });
+
+  it('a restore point never created is refused before anything is written', async () => {
+    const { slot, result } = await restoreTo({ target: { name: 'never_created' } });
+    expectRefused(result, slot.dataDir);
+  });
+
+  it('a restore point created before the oldest backup is refused', async () => {
+    const { slot, result } = await restoreTo({ target: { name: 'rp_before_backup' } });
+    expectRefused(result, slot.dataDir);
+  });
+
+  it('an xid that has not ended yet is refused', async () => {
+    const future = (await source.query<{ x: string }>('SELECT (txid_current() + 1000)::text AS x'))[0]!.x;
+    const { slot, result } = await restoreTo({ target: { xid: future } });
+    expectRefused(result, slot.dataDir);
+  });
+
+  it('an xid that committed after a backup is accepted (the backup before it), and the restore stops after it', async () => {
+    const { slot, result } = await restoreTo({ target: { xid }, action: 'promote' });
+    expect(result.ok && result.r.backupId).toBe(bb1.backupId);
+    expect(await phases(slot)).toEqual({ base: 50, a1: 10 });
+    await slot.destroy();
+  });
+
+  it('checkTargetExists: false skips the lookup', async () => {
+    const { slot, result, events } = await restoreTo(
+      { target: { name: 'never_created' } },
+      { checkTargetExists: false },
+    );
+    expect(result.ok && result.r.backupId).toBe(bb2.backupId);
+    expect(events.some((e) => e.type === 'restore.target-scan')).toBe(false);
+    expect(existsSync(slot.dataDir)).toBe(true);
+    await slot.destroy();
+  });
+});
