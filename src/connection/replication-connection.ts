@@ -481,13 +481,15 @@ export class ReplicationConnection {
   /**
    * Memory held for the consumer right now: decoded events not yet pulled plus bytes in the framer
    * (at most about highWaterMarkBytes + one message + one socket chunk), whether the socket is
-   * paused, and how often it was paused (backpressure at work).
+   * paused, and how often it was paused (backpressure at work). `readSlabsReused`: read slabs read
+   * into again after their leased CopyData payloads were all released (see CommandOptions).
    */
-  stats(): { bufferedBytes: number; paused: boolean; pauses: number } {
+  stats(): { bufferedBytes: number; paused: boolean; pauses: number; readSlabsReused: number } {
     return {
       bufferedBytes: (this.active?.bufferedBytes ?? 0) + this.framer.bufferedBytes,
       paused: this.paused,
       pauses: this.pauses,
+      readSlabsReused: this.framer.slabsReused,
     };
   }
 

@@ -493,6 +493,38 @@ describe('PostgreSQL 17: CopyOut with backpressure', () => {
     }
   });
 
+  it('BASE_BACKUP with leaseCopyData: released payloads let read slabs be reused; a payload held is never overwritten', async () => {
+    const conn = await ReplicationConnection.connect(opts(cluster()));
+    try {
+      const held: { data: Buffer; copy: Buffer }[] = [];
+      let payloads = 0;
+      let copyBytes = 0;
+      const stream = conn.copyOut("BASE_BACKUP (LABEL 'lease', CHECKPOINT 'fast', MANIFEST 'yes')", {
+        leaseCopyData: true,
+      });
+      for await (const ev of stream) {
+        if (ev.type !== 'copyData') continue;
+        expect(ev.release).toBeTypeOf('function');
+        copyBytes += ev.data.length;
+        // Every 500th payload is kept (its lease never released), the others released at once.
+        if (payloads++ % 500 === 0) held.push({ data: ev.data, copy: Buffer.from(ev.data) });
+        else ev.release!();
+      }
+      expect(copyBytes).toBeGreaterThan(10 * 1024 * 1024);
+      expect(conn.stats().readSlabsReused).toBeGreaterThan(0);
+      expect(held.length).toBeGreaterThan(1);
+      for (const h of held) expect(h.data.equals(h.copy)).toBe(true);
+      // Without the option: no release, nothing reused.
+      const before = conn.stats().readSlabsReused;
+      for await (const ev of conn.copyOut("BASE_BACKUP (LABEL 'no-lease', CHECKPOINT 'fast')")) {
+        if (ev.type === 'copyData') expect(ev.release).toBeUndefined();
+      }
+      expect(conn.stats().readSlabsReused).toBe(before);
+    } finally {
+      await conn.close();
+    }
+  });
+
   it('a second command while one is running → CONNECTION_BUSY', async () => {
     const conn = await ReplicationConnection.connect(opts(cluster()));
     try {
