@@ -304,7 +304,9 @@ export class WalRecordReader {
       this.lastRecordLsn = p.lsn;
       this.recordsRead++;
       if (this.startLsn === undefined || p.lsn >= this.startLsn) {
-        const rec: WalRecord = { ...header, endLsn: recordEnd };
+        // The header object is this record's own (made per record): completed in place, not copied.
+        const rec = header as WalRecord;
+        rec.endLsn = recordEnd;
         if (p.keep) rec.bytes = p.keep;
         yield rec;
       }
