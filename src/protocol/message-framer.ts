@@ -105,8 +105,7 @@ export class MessageFramer {
   private readonly freeSlabs: Buffer[] = [];
   /** Owned-read mode: the slab of the body `next()` returned last, until `leaseLast()` takes it. */
   private lastSlab: ReadSlab | undefined;
-  /** Owned-read mode: slabs reused from the free list (for tests and benches). */
-  slabsReused = 0;
+  private reused = 0;
 
   constructor(options: MessageFramerOptions = {}) {
     const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -138,7 +137,7 @@ export class MessageFramer {
       let slab: Buffer;
       if (size === READ_SLAB_BYTES && this.freeSlabs.length > 0) {
         slab = this.freeSlabs.pop()!;
-        this.slabsReused++;
+        this.reused++;
       } else {
         slab = Buffer.allocUnsafeSlow(size);
       }
@@ -207,6 +206,11 @@ export class MessageFramer {
     if (chunk.length === 0) return;
     this.chunks.push(chunk);
     this.queuedBytes += chunk.length;
+  }
+
+  /** Owned-read mode: slabs read into again after all their bodies were released (tests, stats). */
+  get slabsReused(): number {
+    return this.reused;
   }
 
   /** Bytes pushed but not yet returned in a message (including a partially assembled one). */
