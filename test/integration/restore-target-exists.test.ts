@@ -16,7 +16,7 @@ import {
   type PgarkEvent,
   type RecoveryOptions,
 } from '../../src/index';
-import { resolveServerUser } from '../../src/local-server';
+import { resolveServerUser, shellQuote } from '../../src/local-server';
 import type { TestCluster } from '../harness/postgres';
 import {
   archivingCluster,
@@ -25,6 +25,7 @@ import {
   makeRepo,
   restoredSlot,
   switchAndArchive,
+  waitFor,
   waitPromoted,
   type TestRepo,
 } from './restore-helpers';
@@ -69,7 +70,10 @@ describe.each([15, 18] as const)('recovery target lookup in the wal, PG%i', (maj
     cli?.cleanup();
   });
 
-  async function restoreTo(recovery: RecoveryOptions, extra: { checkTargetExists?: boolean } = {}) {
+  async function restoreTo(
+    recovery: RecoveryOptions,
+    extra: { checkTargetExists?: boolean; settings?: Record<string, string> } = {},
+  ) {
     const slot = restoredSlot(source.binaries, `target-exists${major}`);
     slots.push(slot);
     const user = resolveServerUser();
@@ -91,7 +95,7 @@ describe.each([15, 18] as const)('recovery target lookup in the wal, PG%i', (maj
   }
 
   async function phases(slot: ReturnType<typeof restoredSlot>): Promise<Record<string, number>> {
-    await slot.start(repo.env);
+    if (!slot.running()) await slot.start(repo.env);
     const c = await slot.client();
     await waitPromoted(c);
     const rows = (
@@ -162,5 +166,40 @@ describe.each([15, 18] as const)('recovery target lookup in the wal, PG%i', (maj
     expect(events.some((e) => e.type === 'restore.target-scan')).toBe(false);
     expect(existsSync(slot.dataDir)).toBe(true);
     await slot.destroy();
+  });
+
+  // Last: it archives a timeline 2 into the repository, which the tests above do not expect.
+  it('a restore point on a later timeline is found along the timeline history', async () => {
+    const archiveCommand = `${shellQuote(process.execPath)} ${shellQuote(cli.cli)} archive-push %p ${repo.cliArgs.map(shellQuote).join(' ')}`;
+    const first = await restoreTo(
+      { target: { name: 'after_second' }, action: 'promote' },
+      { settings: { archive_mode: 'on', archive_command: archiveCommand, archive_timeout: '0' } },
+    );
+    expect(first.result.ok).toBe(true);
+    expect(await phases(first.slot)).toEqual({ base: 50, a1: 10, b: 5 }); // promoted: timeline 2
+    const c = await first.slot.client();
+    expect(
+      (await c.query<{ t: number }>('SELECT timeline_id AS t FROM pg_control_checkpoint()')).rows[0]!.t,
+    ).toBe(2);
+    await c.query(`INSERT INTO t (phase) SELECT 'tl2' FROM generate_series(1, 4)`);
+    await c.query(`SELECT pg_create_restore_point('on_tl2')`);
+    await c.query(`INSERT INTO t (phase) SELECT 'tl2_after' FROM generate_series(1, 2)`);
+    const walfile = (await c.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
+    await waitFor(`archiving of ${walfile}`, async () => {
+      const s = (
+        await c.query<{ last: string | null }>('SELECT last_archived_wal AS last FROM pg_stat_archiver')
+      ).rows[0];
+      return s?.last && s.last >= walfile ? true : undefined;
+    });
+    await first.slot.destroy();
+
+    const { slot, result, events } = await restoreTo({ target: { name: 'on_tl2' }, action: 'promote' });
+    expect(result.ok && result.r.backupId).toBe(bb2.backupId);
+    expect(events.find((e) => e.type === 'restore.target-scan')).toMatchObject({ verdict: 'found' });
+    expect(await phases(slot)).toEqual({ base: 50, a1: 10, b: 5, tl2: 4 });
+    await slot.destroy();
+    // On timeline 1 alone it does not exist.
+    const tl1 = await restoreTo({ target: { name: 'on_tl2' }, timeline: 1 });
+    expectRefused(tl1.result, tl1.slot.dataDir);
   });
 });
