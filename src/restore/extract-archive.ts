@@ -27,6 +27,7 @@ import { writevAll } from '../storage/fs-io';
 import type { CatalogObject } from '../archive/backup-catalog';
 import { TarChunkParser, type TarHeaderInfo, type TarParseEvent } from '../archive/tar-scan';
 import { compressionFromFileName, createDecompressStream } from '../archive/compression';
+import { WorkerSha256 } from './sha256-worker';
 
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
@@ -38,6 +39,8 @@ const WRITE_BATCH = 1024 * 1024;
 const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 /** Files open at once (a data directory has thousands of small files). */
 const MAX_OPEN_FILES = 32;
+/** Objects from this size on are hashed on a worker thread (./sha256-worker); smaller ones inline. */
+export const MIN_WORKER_HASH_BYTES = 32 * 1024 * 1024;
 
 /** Resolves a member name under root, refusing absolute names and `..` (a hostile archive must not escape). */
 export function safeJoin(root: string, name: string): string {
@@ -64,19 +67,49 @@ export class ObjectCheck {
 
   /** @throws IntegrityError INTEGRITY_CHECKSUM_MISMATCH */
   check(): void {
-    const actual = this.hash.digest('hex');
-    if (this.bytes !== this.obj.size || actual !== this.obj.sha256) {
-      throw new IntegrityError(
-        'INTEGRITY_CHECKSUM_MISMATCH',
-        `object ${this.obj.key} does not match its catalog entry`,
-        {
-          key: this.obj.key,
-          expected: `${this.obj.size}:${this.obj.sha256}`,
-          actual: `${this.bytes}:${actual}`,
-        },
-      );
-    }
+    checkAgainstCatalog(this.obj, this.bytes, this.hash.digest('hex'));
   }
+}
+
+/** @throws IntegrityError INTEGRITY_CHECKSUM_MISMATCH when size or sha256 differ from the catalog's. */
+function checkAgainstCatalog(obj: CatalogObject, bytes: number, sha256: string): void {
+  if (bytes !== obj.size || sha256 !== obj.sha256) {
+    throw new IntegrityError(
+      'INTEGRITY_CHECKSUM_MISMATCH',
+      `object ${obj.key} does not match its catalog entry`,
+      {
+        key: obj.key,
+        expected: `${obj.size}:${obj.sha256}`,
+        actual: `${bytes}:${sha256}`,
+      },
+    );
+  }
+}
+
+/** The check of the stored bytes: inline (ObjectCheck) or on a worker thread for large objects. */
+interface StoredBytesCheck {
+  /** A promise only when the caller must wait (the worker's ring is full). */
+  update(chunk: Buffer): Promise<void> | undefined;
+  /** @throws IntegrityError INTEGRITY_CHECKSUM_MISMATCH */
+  finish(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function storedBytesCheck(obj: CatalogObject): StoredBytesCheck {
+  if (obj.size < MIN_WORKER_HASH_BYTES) {
+    const c = new ObjectCheck(obj);
+    return {
+      update: (chunk) => void c.update(chunk),
+      finish: async () => c.check(),
+      close: async () => undefined,
+    };
+  }
+  const w = new WorkerSha256();
+  return {
+    update: (chunk) => w.update(chunk),
+    finish: async () => checkAgainstCatalog(obj, w.bytes, await w.digest()),
+    close: () => w.close(),
+  };
 }
 
 /** One file being written: open → positional writes in order → close, as one promise chain. */
@@ -224,14 +257,15 @@ export async function extractArchive(
 ): Promise<number> {
   const { signal } = options;
   const src = readObjectChunks(storage, obj, signal);
-  const check = new ObjectCheck(obj);
+  const check = storedBytesCheck(obj);
   const dec = decompressorFor(obj.name);
   let input: AsyncIterable<Buffer>;
   if (dec) {
     // Hash the stored (compressed) bytes on their way into the decompressor.
     const hashed = (async function* () {
       for await (const chunk of src) {
-        check.update(chunk);
+        const wait = check.update(chunk);
+        if (wait) await wait;
         yield chunk;
       }
     })();
@@ -283,7 +317,10 @@ export async function extractArchive(
   };
   try {
     for await (const chunk of input) {
-      if (!dec) check.update(chunk);
+      if (!dec) {
+        const wait = check.update(chunk);
+        if (wait) await wait;
+      }
       if (parser.finished) continue; // read to the end: the checksum covers the whole object
       throwIfAborted(signal, `restore of ${obj.name}`);
       parser.push(chunk, events);
@@ -308,10 +345,11 @@ export async function extractArchive(
     await writer.drain().catch(() => undefined);
     void src.return(undefined).catch(() => undefined);
     dec?.destroy();
+    await check.close().catch(() => undefined);
     if (signal?.aborted && !(isPgarkError(e) && e.code === 'ABORTED'))
       throw new AbortError(`restore of ${obj.name} aborted`, { cause: e });
     throw e;
   }
-  check.check();
+  await check.finish();
   return files;
 }
