@@ -13,7 +13,8 @@
  *
  * Verdicts: the first stop record lies at or after the backup's end: `found`; before it: `before`
  * (PostgreSQL would stop there and fail with "requested recovery stop point is before consistent
- * recovery point"); none: `not-found`; the WAL from the backup's start cannot be read here (a `fetch`
+ * recovery point"); none: `not-found` (also, with nothing read, when the recovery timeline forked
+ * off the backup's timeline before the backup's end: PostgreSQL refuses that timeline); the WAL from the backup's start cannot be read here (a `fetch`
  * backup whose WAL is inside base.tar and not archived, a timeline history that is missing):
  * `unknown`, and the caller checks nothing.
  */
@@ -54,6 +55,8 @@ export interface TargetScanResult {
   end?: WalReadEnd;
   /** True when the scan stopped at `until` (see scanForStopRecord). */
   reachedUntil?: boolean;
+  /** True when the recovery timeline forked off before the backup's end: nothing was read. */
+  offPath?: boolean;
 }
 
 export interface TargetScanInput {
@@ -74,7 +77,9 @@ export interface TargetScanInput {
 }
 
 /** The timelines recovery follows, oldest first, each with the LSN it begins at. */
-async function timelinePath(input: TargetScanInput): Promise<{ tli: number; begin: Lsn }[] | undefined> {
+async function timelinePath(
+  input: TargetScanInput,
+): Promise<{ tli: number; begin: Lsn }[] | 'off-path' | undefined> {
   const b = input.backup;
   const tl = input.timeline ?? 'latest';
   let target = b.endTimeline;
@@ -100,6 +105,10 @@ async function timelinePath(input: TargetScanInput): Promise<{ tli: number; begi
   const path: { tli: number; begin: Lsn }[] = [];
   let begin = 0n;
   for (const h of history) {
+    // The target forked off the backup's timeline before the backup's end: recovery from this backup
+    // cannot follow it (xlogrecovery.c: "requested timeline %u does not contain minimum recovery
+    // point" / "is not a child of this server's history").
+    if (h.timeline === b.endTimeline && h.switchLsn < parseLsn(b.endLsn)) return 'off-path';
     if (h.timeline >= b.startTimeline) path.push({ tli: h.timeline, begin });
     begin = h.switchLsn;
   }
@@ -157,6 +166,7 @@ export async function scanForStopRecord(input: TargetScanInput): Promise<TargetS
   const segSize = input.stanza.info.walSegmentSize;
   const path = await timelinePath(input);
   if (!path) return result;
+  if (path === 'off-path') return { ...result, verdict: 'not-found', offPath: true };
   const archived = new Set(input.segments.map((s) => `${s.timeline}:${s.segno}`));
   const own = new Map<string, string>();
   for (const o of backup.objects) {
@@ -274,6 +284,7 @@ export async function chooseBackupByStopRecord(
     const reuse =
       newer !== undefined &&
       newer.result.verdict !== 'unknown' &&
+      !newer.result.offPath &&
       newer.entry.startTimeline === b.startTimeline &&
       newer.entry.endTimeline === b.endTimeline &&
       parseLsn(b.startLsn) < parseLsn(newer.entry.startLsn);
