@@ -28,6 +28,7 @@ import type { CatalogObject } from '../archive/backup-catalog';
 import { TarChunkParser, type TarHeaderInfo, type TarParseEvent } from '../archive/tar-scan';
 import { compressionFromFileName, createDecompressStream } from '../archive/compression';
 import { WorkerSha256 } from './sha256-worker';
+import { EarlyWriteback } from './sync-tree';
 
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
@@ -39,6 +40,8 @@ const WRITE_BATCH = 1024 * 1024;
 const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 /** Files open at once (a data directory has thousands of small files). */
 const MAX_OPEN_FILES = 32;
+/** Files from this size on are handed to EarlyWriteback once closed (./sync-tree). */
+const EARLY_WRITEBACK_MIN_BYTES = 1024 * 1024;
 /** Objects from this size on are hashed on a worker thread (./sha256-worker); smaller ones inline. */
 export const MIN_WORKER_HASH_BYTES = 32 * 1024 * 1024;
 
@@ -133,6 +136,8 @@ class MemberWriter {
   private readonly waiters: (() => void)[] = [];
   private failure: { error: unknown } | undefined;
 
+  constructor(private readonly writeback: EarlyWriteback) {}
+
   start(path: string): FileJob {
     const job: FileJob = {
       path,
@@ -177,7 +182,10 @@ class MemberWriter {
     this.flush(job);
     const done = job.chain
       .then(
-        () => job.fh!.close(),
+        async () => {
+          await job.fh!.close();
+          if (job.position >= EARLY_WRITEBACK_MIN_BYTES) this.writeback.add(job.path);
+        },
         async (e: unknown) => {
           await job.fh?.close().catch(() => undefined);
           throw e;
@@ -277,7 +285,8 @@ export async function extractArchive(
   }
 
   const parser = new TarChunkParser();
-  const writer = new MemberWriter();
+  const writeback = new EarlyWriteback();
+  const writer = new MemberWriter(writeback);
   const madeDirs = new Set<string>([root]);
   const ensureDir = async (dir: string): Promise<void> => {
     if (madeDirs.has(dir)) return;
@@ -340,9 +349,11 @@ export async function extractArchive(
     }
     parser.end();
     await writer.drain();
+    await writeback.stop();
   } catch (e) {
     if (job) writer.finish(job);
     await writer.drain().catch(() => undefined);
+    await writeback.stop();
     void src.return(undefined).catch(() => undefined);
     dec?.destroy();
     await check.close().catch(() => undefined);
