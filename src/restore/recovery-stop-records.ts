@@ -95,12 +95,14 @@ export function xactStopXid(
   if (!record.bytes) return undefined;
   const main = decodeRecordData(record.bytes, pgMajor).mainData;
   let pos = 8; // xact_time
-  if (!(record.info & XLOG_XACT_HAS_INFO)) return undefined; // a prepared end always carries xinfo
+  // A prepared end always carries xinfo.
+  if (!(record.info & XLOG_XACT_HAS_INFO) || main.length < pos + 4) return undefined;
   const xinfo = main.readUInt32LE(pos);
   pos += 4;
   const counted = (itemBytes: number): void => {
-    const n = main.readInt32LE(pos);
-    pos += 4 + n * itemBytes;
+    // Past the end: pos stays beyond main.length and the twophase check below fails.
+    const n = pos + 4 <= main.length ? main.readInt32LE(pos) : 0;
+    pos += 4 + Math.max(0, n) * itemBytes;
   };
   if (xinfo & XACT_XINFO_HAS_DBINFO) pos += 8;
   if (xinfo & XACT_XINFO_HAS_SUBXACTS) counted(4);

@@ -18,7 +18,7 @@
  * backup whose WAL is inside base.tar and not archived, a timeline history that is missing):
  * `unknown`, and the caller checks nothing.
  */
-import { throwIfAborted } from '../errors';
+import { isPgarkError, throwIfAborted } from '../errors';
 import { emit, type ObserveOptions } from '../observe';
 import {
   formatLsn,
@@ -225,8 +225,14 @@ export async function scanForStopRecord(input: TargetScanInput): Promise<TargetS
         break;
       }
       const major = reader.pgMajor ?? backup.pgMajor;
-      const hit =
-        kind === 'name' ? restorePointName(rec, major) === name : xactStopXid(rec, major)?.xid === xid;
+      let hit: boolean;
+      try {
+        hit = kind === 'name' ? restorePointName(rec, major) === name : xactStopXid(rec, major)?.xid === xid;
+      } catch (e) {
+        // A CRC-valid record this module cannot decode: never refuse a restore on that; unknown.
+        if (!isPgarkError(e) || e.code !== 'INTEGRITY_WAL_INVALID') throw e;
+        return { ...result, verdict: 'unknown' };
+      }
       if (hit) {
         result.verdict = rec.lsn >= endLsn ? 'found' : 'before';
         result.lsn = rec.lsn;
