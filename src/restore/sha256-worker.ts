@@ -46,6 +46,9 @@ export class WorkerSha256 {
   private slotWaiter: (() => void) | undefined;
   private digestWaiter: ((hex: string) => void) | undefined;
   private failure: Error | undefined;
+  /** The slot being filled (not yet posted) and how full it is. */
+  private slot: number | undefined;
+  private slotFill = 0;
   bytes = 0;
 
   constructor() {
@@ -77,18 +80,34 @@ export class WorkerSha256 {
     return this.copyFrom(chunk, 0);
   }
 
+  /**
+   * Copies into the open slot, posting each slot once full: small chunks (an S3 body's 16-64 KiB)
+   * share a slot, so there are two messages per MiB whatever the chunk size.
+   */
   private copyFrom(chunk: Buffer, from: number): Promise<void> | undefined {
     let off = from;
     while (off < chunk.length) {
       if (this.failure) throw this.failureError();
-      const slot = this.free.pop();
-      if (slot === undefined) return this.waitSlot().then(() => this.copyFrom(chunk, off));
-      const len = Math.min(SLOT_BYTES, chunk.length - off);
-      chunk.copy(this.view, slot * SLOT_BYTES, off, off + len);
-      this.worker.postMessage(slot * 16777216 + len);
+      if (this.slot === undefined) {
+        this.slot = this.free.pop();
+        this.slotFill = 0;
+        if (this.slot === undefined) return this.waitSlot().then(() => this.copyFrom(chunk, off));
+      }
+      const len = Math.min(SLOT_BYTES - this.slotFill, chunk.length - off);
+      chunk.copy(this.view, this.slot * SLOT_BYTES + this.slotFill, off, off + len);
+      this.slotFill += len;
       off += len;
+      if (this.slotFill === SLOT_BYTES) this.post();
     }
     return undefined;
+  }
+
+  private post(): void {
+    if (this.slot === undefined) return;
+    if (this.slotFill > 0) this.worker.postMessage(this.slot * 16777216 + this.slotFill);
+    else this.free.push(this.slot);
+    this.slot = undefined;
+    this.slotFill = 0;
   }
 
   private waitSlot(): Promise<void> {
@@ -112,6 +131,7 @@ export class WorkerSha256 {
     const hex = await new Promise<string>((resolve, reject) => {
       this.digestWaiter = resolve;
       this.worker.once('error', reject);
+      this.post();
       this.worker.postMessage(-1);
     });
     await this.close();
