@@ -321,6 +321,9 @@ export interface DecodedWalRecord {
   mainData: Buffer;
   /** Block references. */
   blockCount: number;
+  /** Of them, with a full-page image; and compressed images with a hole (an extra hole_length header). */
+  imageCount: number;
+  compressedHoleImages: number;
   /** XLR_BLOCK_ID_ORIGIN, when present. */
   origin?: number;
   /** XLR_BLOCK_ID_TOPLEVEL_XID, when present. */
@@ -358,7 +361,9 @@ export function decodeRecordData(record: Buffer, pgMajor: number): DecodedWalRec
   let dataTotal = 0;
   let mainDataLen = 0;
   let blockCount = 0;
-  const out: Omit<DecodedWalRecord, 'mainData' | 'blockCount'> = {};
+  let imageCount = 0;
+  let compressedHoleImages = 0;
+  const out: Omit<DecodedWalRecord, 'mainData' | 'blockCount' | 'imageCount' | 'compressedHoleImages'> = {};
   const take = (n: number): number => {
     if (remaining < n) throw bad('a header runs past the record');
     const at = pos;
@@ -390,7 +395,11 @@ export function decodeRecordData(record: Buffer, pgMajor: number): DecodedWalRec
         const imageLength = record.readUInt16LE(take(2));
         take(2); // hole_offset
         const bimgInfo = record[take(1)]!;
-        if (bimgInfo & BKPIMAGE_HAS_HOLE && imageCompressed(bimgInfo, pgMajor)) take(2); // hole_length
+        imageCount++;
+        if (bimgInfo & BKPIMAGE_HAS_HOLE && imageCompressed(bimgInfo, pgMajor)) {
+          take(2); // hole_length
+          compressedHoleImages++;
+        }
         dataTotal += imageLength;
       }
       if (!(forkFlags & BKPBLOCK_SAME_REL)) take(SIZE_OF_REL_FILE_LOCATOR);
@@ -400,5 +409,11 @@ export function decodeRecordData(record: Buffer, pgMajor: number): DecodedWalRec
     }
   }
   if (remaining !== dataTotal) throw bad(`${remaining} bytes of data, headers say ${dataTotal}`);
-  return { ...out, mainData: record.subarray(totLen - mainDataLen, totLen), blockCount };
+  return {
+    ...out,
+    mainData: record.subarray(totLen - mainDataLen, totLen),
+    blockCount,
+    imageCount,
+    compressedHoleImages,
+  };
 }
