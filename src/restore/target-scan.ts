@@ -224,6 +224,8 @@ export async function scanForStopRecord(input: TargetScanInput): Promise<TargetS
         result.reachedUntil = true;
         break;
       }
+      // A stop record whose body was too large to read (maxRecordBytes): it may be the one; cannot tell.
+      if (!rec.bytes && stopRecordNeedsBody(rec, kind)) return { ...result, verdict: 'unknown' };
       const major = reader.pgMajor ?? backup.pgMajor;
       let hit: boolean;
       try {
