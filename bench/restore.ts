@@ -10,7 +10,14 @@
  *      directory is copied first and restore_command reads it through the S3 API.
  *
  *   npx tsx bench/restore.ts [--size-mb 2048] [--wal-mb 512] [--runs 3] [--no-s3] [--no-replay]
- *                            [--no-restore] [--replay-repo fs|s3]
+ *                            [--no-restore] [--replay-repo fs|s3] [--raw-get] [--s3-ab] [--no-record]
+ *
+ *   --raw-get   also reads the S3 backup's tars without restoring (to a byte counter), as one
+ *               GetObject stream per object and as the driver's parallel ranged GETs: the ceiling of
+ *               the store for the same objects.
+ *   --s3-ab     also restores from S3 with readConcurrency 1 (one GetObject stream), interleaved.
+ *   --no-record prints the JSON line without appending it to bench/results/restore.jsonl.
+ *   Every path also records the CPU seconds (user+sys) of this process (`*CpuS`).
  *
  * Results (one JSON line with the medians): bench/results/restore.jsonl.
  */
@@ -50,6 +57,13 @@ const withS3 = !process.argv.includes('--no-s3');
 const withReplay = !process.argv.includes('--no-replay');
 const withRestore = !process.argv.includes('--no-restore');
 const replayRepo = arg('replay-repo', 'fs');
+const rawGet = process.argv.includes('--raw-get');
+const s3Ab = process.argv.includes('--s3-ab');
+const record = !process.argv.includes('--no-record');
+const cpuSeconds = (since: NodeJS.CpuUsage): number => {
+  const c = process.cpuUsage(since);
+  return (c.user + c.system) / 1e6;
+};
 if (replayRepo !== 'fs' && replayRepo !== 's3') throw new Error('--replay-repo is fs or s3');
 if (replayRepo === 's3' && !withS3) throw new Error('--replay-repo s3 needs S3 (drop --no-s3)');
 const started = performance.now();
@@ -133,7 +147,12 @@ async function main(): Promise<void> {
     const fsTimes: number[] = [];
     const s3Times: number[] = [];
     let s3Repo: Storage | undefined;
+    let s3Single: Storage | undefined;
     let s3BackupId: string | undefined;
+    let s3Archives: { key: string; size: number }[] = [];
+    const cpu: Record<string, number[]> = { fs: [], s3: [], s3Single: [], rawSingle: [], rawParallel: [] };
+    const rawTimes: Record<string, number[]> = { single: [], parallel: [] };
+    const s3SingleTimes: number[] = [];
     if (s3srv) {
       const client = createS3Client({
         endpoint: s3srv.endpoint,
@@ -149,9 +168,23 @@ async function main(): Promise<void> {
         forcePathStyle: true,
         credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey },
       });
-      s3BackupId = (
-        await runBaseBackup({ connection: conn, storage: s3Repo, checkpoint: 'fast', wal: 'stream' })
-      ).backupId;
+      const s3bb = await runBaseBackup({
+        connection: conn,
+        storage: s3Repo,
+        checkpoint: 'fast',
+        wal: 'stream',
+      });
+      s3BackupId = s3bb.backupId;
+      s3Archives = s3bb.entry.objects.filter((x) => x.kind === 'archive');
+      if (s3Ab || rawGet)
+        s3Single = createS3Storage({
+          bucket: 'bench-restore',
+          endpoint: s3srv.endpoint,
+          region: s3srv.region,
+          forcePathStyle: true,
+          credentials: { accessKeyId: s3srv.accessKeyId, secretAccessKey: s3srv.secretAccessKey },
+          readConcurrency: 1,
+        });
     }
     for (let i = 0; i < (withRestore ? runs : 0); i++) {
       note(`restore run ${i + 1}/${runs}`);
@@ -167,17 +200,37 @@ async function main(): Promise<void> {
       spawnSync('sync', ['-f', t]);
       tarTimes.push(performance.now() - t0);
       rmSync(t, { recursive: true, force: true });
-      for (const [storage, times] of [[fsRepo, fsTimes], ...(s3Repo ? [[s3Repo, s3Times]] : [])] as [
-        Storage,
-        number[],
-      ][]) {
+      if (rawGet && s3Repo && s3Single) {
+        for (const [name, storage] of [
+          ['single', s3Single],
+          ['parallel', s3Repo],
+        ] as [string, Storage][]) {
+          const c0 = process.cpuUsage();
+          t0 = performance.now();
+          let n = 0;
+          for (const o of s3Archives)
+            for await (const c of await storage.get(o.key, { readChunkBytes: MIB }))
+              n += (c as Buffer).length;
+          rawTimes[name]!.push(performance.now() - t0);
+          cpu[name === 'single' ? 'rawSingle' : 'rawParallel']!.push(cpuSeconds(c0));
+          if (n !== s3Archives.reduce((a, o) => a + o.size, 0)) throw new Error('raw get: short read');
+        }
+      }
+      for (const [name, storage, times] of [
+        ['fs', fsRepo, fsTimes],
+        ...(s3Repo ? [['s3', s3Repo, s3Times]] : []),
+        ...(s3Ab && s3Single ? [['s3Single', s3Single, s3SingleTimes]] : []),
+      ] as [string, Storage, number[]][]) {
+        const c0 = process.cpuUsage();
         t0 = performance.now();
         await restoreBackup({ storage, targetDir: t, tablespaceRoot: join(root, 'ts-out'), clean: true });
         times.push(performance.now() - t0);
+        cpu[name]!.push(cpuSeconds(c0));
         rmSync(t, { recursive: true, force: true });
         rmSync(join(root, 'ts-out'), { recursive: true, force: true });
       }
     }
+    await s3Single?.close();
     const mbps = (ms: number): number => dataBytes / MIB / (ms / 1000);
     out.dataBytes = dataBytes;
     out.tarMs = tarTimes;
@@ -192,6 +245,19 @@ async function main(): Promise<void> {
       out.s3MBps = mbps(median(s3Times));
       out.s3Ratio = median(tarTimes) / median(s3Times);
     }
+    if (s3SingleTimes.length) {
+      out.s3SingleMs = s3SingleTimes;
+      out.s3SingleRatio = median(tarTimes) / median(s3SingleTimes);
+    }
+    if (rawTimes.single!.length) {
+      const storedMb = s3Archives.reduce((a, o) => a + o.size, 0) / MIB;
+      out.rawGetSingleMs = rawTimes.single;
+      out.rawGetParallelMs = rawTimes.parallel;
+      out.rawGetSingleMBps = storedMb / (median(rawTimes.single!) / 1000);
+      out.rawGetParallelMBps = storedMb / (median(rawTimes.parallel!) / 1000);
+    }
+    for (const [k, v] of Object.entries(cpu))
+      if (v.length) out[`${k}CpuS`] = v.map((x) => Number(x.toFixed(2)));
 
     // C. WAL replay with and without prefetch.
     if (withReplay) await replayBench(bb, s3Repo, s3BackupId);
@@ -203,8 +269,10 @@ async function main(): Promise<void> {
     rmSync(cliDir, { recursive: true, force: true });
   }
   process.stdout.write(`${JSON.stringify(out)}\n`);
-  mkdirSync(dirname(RESULTS), { recursive: true });
-  appendFileSync(RESULTS, `${JSON.stringify(out)}\n`);
+  if (record) {
+    mkdirSync(dirname(RESULTS), { recursive: true });
+    appendFileSync(RESULTS, `${JSON.stringify(out)}\n`);
+  }
 
   async function replayBench(
     bb: { backupId: string; entry: { startLsn: string } },

@@ -2,8 +2,9 @@
  * Extraction of one archive object of a backup (base.tar or `<oid>.tar`, maybe compressed) into a
  * directory: the restore's hot path, written so that its CPU cost per byte stays small.
  *
- * storage stream (1 MiB reads) → sha256 of the stored bytes → (decompression) → TarChunkParser
- * (synchronous, body slices share the chunk's memory) → member writes.
+ * storage stream (1 MiB reads) → sha256 of the stored bytes (on a worker thread for large objects:
+ * ./sha256-worker) → (decompression) → TarChunkParser (synchronous, body slices share the chunk's
+ * memory) → member writes → early writeback of closed files (./sync-tree EarlyWriteback).
  *
  * Why not a stream per member (scanTar): a Readable per member, a Node stream hop per 64 KiB chunk
  * and one awaited write per chunk made the restore spend most of its time in promise and stream
@@ -226,8 +227,7 @@ class MemberWriter {
 
 /**
  * The stored bytes of an object, in order, read RESTORE_READ_BYTES at a time where the driver takes
- * the hint. (Parallel ranged GETs were tried for S3: against the local Swift of the bench they were
- * slower, 9-14 s vs 15 s for 334 MB, since the store's own CPU is what limits there.)
+ * the hint. (The s3 driver reads a whole object as parallel ranged GETs itself: s3-parallel-get.ts.)
  */
 async function* readObjectChunks(
   storage: Storage,
