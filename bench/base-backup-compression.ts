@@ -17,18 +17,17 @@
  * shared machine spreads over all of them. Prints one JSON object; with --results FILE also appends
  * it as one line to FILE (e.g. bench/results/base-backup-compression.jsonl).
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCluster, TEST_ROOT, type TestCluster } from '../test/harness/postgres';
 import { generateDataset } from '../test/harness/datagen';
-import { arg, bundleCli, dirBytes, median } from './bench-util';
+import { arg, bundleCli, dirBytes, median, procCpuSeconds } from './bench-util';
 
 const MIB = 1024 * 1024;
 const HERE = dirname(fileURLToPath(import.meta.url));
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim()) || 100;
 const ALL_CASES = [
   'none',
   'server-gzip',
@@ -38,18 +37,6 @@ const ALL_CASES = [
   'client-lz4',
   'client-zstd',
 ];
-
-/** utime + stime of a process in seconds, or undefined once it is gone. */
-function procCpuSeconds(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15 of stat(5)
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * Follows the BASE_BACKUP walsender of `cluster` while `running()` holds: its pid from

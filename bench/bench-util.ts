@@ -1,6 +1,6 @@
 /** Small pieces every bench shares: argument lookup, median, directory size, the CLI bundle. */
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,8 +14,9 @@ export function arg(name: string, fallback: string): string {
   return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
 }
 
-/** The middle value (the upper one of the two middles for an even count). */
-export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The median (the upper one of an even count); NaN for no values. */
+export const median = (xs: number[]): number =>
+  xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN;
 
 /** Bytes of every regular file below `dir`. */
 export function dirBytes(dir: string): number {
@@ -48,4 +49,18 @@ export function bundleCli(outfile: string): void {
     { stdio: 'inherit' },
   );
   if (r.status !== 0) throw new Error('esbuild of the CLI failed');
+}
+
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim()) || 100;
+
+/** utime + stime of a process in seconds, from /proc/<pid>/stat; undefined once it is gone. */
+export function procCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15 of proc(5)
+  } catch {
+    return undefined;
+  }
 }

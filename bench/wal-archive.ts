@@ -5,20 +5,22 @@
  *   pg_receivewal (dir)  |  pg_receivewal --synchronous (dir)  |  pgark async/sync → dir  |  pgark async/sync → S3
  *
  * For each case: a fresh slot, the receiver started (synchronous cases are named in
- * synchronous_standby_names), CHECKPOINT, `pgbench -c 4 -j 2 -T <seconds>`; meanwhile
+ * synchronous_standby_names), VACUUM of the pgbench tables, CHECKPOINT, `pgbench -c 4 -j 2 -T <seconds>`
+ * (the cases alternate their order from run to run); meanwhile
  * pg_stat_replication is sampled every 200 ms (bytes between pg_current_wal_lsn() and the
  * receiver's flush_lsn, and flush_lag); after pgbench ends, the catch-up time until the receiver's
  * position reaches pg_current_wal_lsn(): flush_lsn for synchronous cases, write_lsn for
  * asynchronous ones (plain pg_receivewal flushes only at segment ends, so its flush_lsn would not
  * catch up until the next segment; pgark async flushes every flushIntervalMs). Reports tps, lag
- * max/median, catch-up, and ratios to the baseline. docs/bench-wal.md summarises a run.
+ * max/median, catch-up, and ratios to the baseline, and the receiver side's CPU per transaction
+ * (this process plus pg_receivewal's) with how busy the machine was. docs/bench-wal.md summarises a run.
  *
  *   npx tsx bench/wal-archive.ts [--seconds 60] [--runs 1] [--scale 10] [--cases a,b,…]
  *
  * Results: one JSON line per case in bench/results/wal-archive.jsonl.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,17 +32,12 @@ import { createS3Client } from '../src/storage/s3-client';
 import type { Storage } from '../src/storage/storage';
 import { startS3Server, type S3Server } from '../test/harness/s3-server';
 import { startCluster, type TestCluster } from '../test/harness/postgres';
+import { arg, median, procCpuSeconds } from './bench-util';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RESULTS = join(HERE, 'results', 'wal-archive.jsonl');
 const BIN = '/usr/lib/postgresql/15/bin';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
-}
-const median = (xs: number[]): number =>
-  xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type CaseName =
@@ -56,7 +53,17 @@ const ALL: CaseName[] = [
 
 interface Receiver {
   appName: string;
+  /** CPU seconds (user + system) the receiver's own child process used so far (0 when in this process). */
+  childCpuSeconds(): number;
   stop(): Promise<void>;
+}
+
+/** The machine's busy and total CPU jiffies, from the first line of /proc/stat. */
+function machineCpu(): { busy: number; total: number } {
+  const nums = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = nums.reduce((a, b) => a + b, 0);
+  const idle = (nums[3] ?? 0) + (nums[4] ?? 0);
+  return { busy: total - idle, total };
 }
 
 function run(
@@ -104,7 +111,10 @@ async function main(): Promise<void> {
   const results: Record<string, unknown>[] = [];
 
   for (let r = 0; r < runs; r++) {
-    for (const name of cases) {
+    // The cases alternate their order from run to run (A B, B A, A B, …): a case that always ran
+    // second would always meet the database as the first left it (more dead rows, a checkpoint due).
+    const order = r % 2 === 0 ? cases : [...cases].reverse();
+    for (const name of order) {
       const slot = `bench_${name.replace(/-/g, '_')}_${r}`;
       await cluster.query(`SELECT pg_create_physical_replication_slot($1, true)`, [slot]);
       const dir = mkdtempSync(join(os.tmpdir(), 'pgark-walbench-'));
@@ -129,6 +139,7 @@ async function main(): Promise<void> {
         const child: ChildProcess = spawn(join(BIN, 'pg_receivewal'), args, { env, stdio: 'ignore' });
         receiver = {
           appName: 'pg_receivewal',
+          childCpuSeconds: () => (child.pid === undefined ? 0 : (procCpuSeconds(child.pid) ?? 0)),
           stop: async () => {
             child.kill('SIGINT');
             await new Promise((res) => child.once('exit', res));
@@ -164,6 +175,7 @@ async function main(): Promise<void> {
         });
         receiver = {
           appName: slot,
+          childCpuSeconds: () => 0,
           stop: async () => {
             await h.stop();
             await h.done;
@@ -185,6 +197,10 @@ async function main(): Promise<void> {
       );
       await cluster.query('SELECT pg_reload_conf()');
       await sleep(500);
+      // Every case starts from the same state: pgbench itself vacuums only its small tables, so
+      // pgbench_accounts would collect the dead rows of every earlier case until autovacuum ran
+      // in the middle of some later case (seen as a ±15 % swing of tps between runs).
+      await cluster.query('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history');
       await cluster.query('CHECKPOINT');
 
       const lagBytes: number[] = [];
@@ -204,14 +220,29 @@ async function main(): Promise<void> {
           await sleep(200);
         }
       })();
+      // CPU over the pgbench window: this process (the sampler in every case, plus pgark's
+      // archiver in the pgark cases), the receiver's child (pg_receivewal), and the whole machine
+      // (how close to saturated the 2 cores are: on a saturated machine the receiver's CPU per
+      // commit is taken from the server's backends, and shows as tps).
+      const cpu0 = process.cpuUsage();
+      const child0 = receiver.childCpuSeconds();
+      const mach0 = machineCpu();
       const bench = await run(
         join(BIN, 'pgbench'),
         [...conn, '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'],
         env,
       );
+      const cpu1 = process.cpuUsage(cpu0);
+      const childCpuS = receiver.childCpuSeconds() - child0;
+      const mach1 = machineCpu();
       sampling = false;
       await sampler;
       const tps = Number(/tps = ([0-9.]+)/.exec(bench.out)?.[1] ?? NaN);
+      const transactions = Number(
+        /number of transactions actually processed: (\d+)/.exec(bench.out)?.[1] ?? NaN,
+      );
+      const benchProcessCpuS = (cpu1.user + cpu1.system) / 1e6;
+      const machineBusy = (mach1.busy - mach0.busy) / Math.max(1, mach1.total - mach0.total);
       const end = Date.now();
       const [{ target }] = (await cluster.query<{ target: string }>(
         'SELECT pg_current_wal_lsn()::text AS target',
@@ -243,6 +274,11 @@ async function main(): Promise<void> {
         flushLagMsMedian: median(lagMs),
         catchUpMs,
         catchUpBy: caughtUpBy,
+        benchProcessCpuS: Number(benchProcessCpuS.toFixed(2)),
+        receiverChildCpuS: Number(childCpuS.toFixed(2)),
+        // Receiver-side CPU per transaction: this process + the receiver's child, in µs.
+        receiverCpuUsPerTx: Number((((benchProcessCpuS + childCpuS) / transactions) * 1e6).toFixed(1)),
+        machineBusy: Number(machineBusy.toFixed(3)),
       };
       results.push(row);
       process.stdout.write(JSON.stringify(row) + '\n');
@@ -262,6 +298,9 @@ async function main(): Promise<void> {
       flushLagMsMax: med(name, 'flushLagMsMax'),
       flushLagMsMedian: med(name, 'flushLagMsMedian'),
       catchUpMs: med(name, 'catchUpMs'),
+      receiverCpuUsPerTx: med(name, 'receiverCpuUsPerTx'),
+      machineBusy: med(name, 'machineBusy'),
+      perRunTps: results.filter((x) => x.case === name).map((x) => x.tps),
       catchUpBy: name.endsWith('-sync') ? 'flush_lsn' : 'write_lsn',
       baseline: base,
       tpsCostVsBaseline: cases.includes(base) ? med(base, 'tps') / med(name, 'tps') : undefined,
