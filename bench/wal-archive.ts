@@ -15,7 +15,12 @@
  * max/median, catch-up, and ratios to the baseline, and the receiver side's CPU per transaction
  * (this process plus pg_receivewal's) with how busy the machine was. docs/bench-wal.md summarises a run.
  *
- *   npx tsx bench/wal-archive.ts [--seconds 60] [--runs 1] [--scale 10] [--cases a,b,…]
+ *   npx tsx bench/wal-archive.ts [--seconds 60] [--runs 1] [--scale 10] [--cases a,b,…] [--in-process]
+ *
+ * pgark runs as an operator runs it, `pgark wal-archive [--synchronous] -q` in its own process (the
+ * CLI bundled by esbuild, plain node; blockingFlush on, as the CLI sets it), like pg_receivewal. With
+ * `--in-process` it runs as startWalArchiver inside this process instead, where the 200 ms sampler
+ * and pgbench's output share its event loop.
  *
  * Results: one JSON line per case in bench/results/wal-archive.jsonl.
  */
@@ -32,7 +37,7 @@ import { createS3Client } from '../src/storage/s3-client';
 import type { Storage } from '../src/storage/storage';
 import { startS3Server, type S3Server } from '../test/harness/s3-server';
 import { startCluster, type TestCluster } from '../test/harness/postgres';
-import { arg, median, procCpuSeconds } from './bench-util';
+import { arg, bundleCli, median, procCpuSeconds } from './bench-util';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RESULTS = join(HERE, 'results', 'wal-archive.jsonl');
@@ -80,11 +85,28 @@ function run(
   });
 }
 
+/** A fresh bucket on the bench's S3 server. */
+async function makeBucket(s3: S3Server, run: number): Promise<string> {
+  const bucket = `walbench-${Date.now().toString(36)}-${run}`;
+  const client = createS3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  });
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  client.destroy();
+  return bucket;
+}
+
 async function main(): Promise<void> {
   const seconds = Number(arg('seconds', '60'));
   const runs = Number(arg('runs', '1'));
   const scale = Number(arg('scale', '10'));
   const cases = arg('cases', ALL.join(',')).split(',') as CaseName[];
+  const inProcess = process.argv.includes('--in-process');
+  // Inside the repository (its .tmp/ is git-ignored) so that the bundle's imports resolve to node_modules.
+  const cli = join(HERE, '..', '.tmp', 'bench', `pgark-cli-${process.pid}.mjs`);
+  if (!inProcess) bundleCli(cli);
   mkdirSync(dirname(RESULTS), { recursive: true });
 
   const cluster: TestCluster = await startCluster({
@@ -106,6 +128,9 @@ async function main(): Promise<void> {
     postgres: (await cluster.query<{ v: string }>('SELECT version() AS v'))[0]!.v,
     s3: needS3 ? 'swift s3api (local)' : undefined,
     pgbench: `-c 4 -j 2 -T ${seconds} (scale ${scale})`,
+    pgarkRunAs: inProcess
+      ? 'startWalArchiver in the bench process'
+      : '`pgark wal-archive -q` child (bundled CLI, plain node)',
   };
   process.stdout.write(`# ${JSON.stringify(header)}\n`);
   const results: Record<string, unknown>[] = [];
@@ -145,16 +170,53 @@ async function main(): Promise<void> {
             await new Promise((res) => child.once('exit', res));
           },
         };
+      } else if (!inProcess) {
+        // pgark as an operator runs it: `pgark wal-archive` in its own process (the bundled CLI, plain
+        // node), like pg_receivewal; nothing else shares its event loop.
+        const s3Case = name.startsWith('pgark-s3');
+        const repoArgs = s3Case
+          ? [
+              '--repo',
+              `s3://${await makeBucket(s3!, r)}/wal`,
+              '--s3-endpoint',
+              s3!.endpoint,
+              '--s3-region',
+              s3!.region,
+              '--s3-path-style',
+            ]
+          : ['--repo', dir];
+        const childEnv = s3Case
+          ? { ...env, AWS_ACCESS_KEY_ID: s3!.accessKeyId, AWS_SECRET_ACCESS_KEY: s3!.secretAccessKey }
+          : env;
+        const args = [
+          cli,
+          'wal-archive',
+          '-d',
+          `host=127.0.0.1 port=${cluster.port} user=${cluster.superuser.user} dbname=postgres sslmode=disable`,
+          ...repoArgs,
+          '--slot',
+          slot,
+          '-q',
+        ];
+        if (sync) args.push('--synchronous');
+        const child: ChildProcess = spawn(process.execPath, args, {
+          env: childEnv,
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let err = '';
+        child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+        receiver = {
+          appName: slot,
+          childCpuSeconds: () => (child.pid === undefined ? 0 : (procCpuSeconds(child.pid) ?? 0)),
+          stop: async () => {
+            child.kill('SIGINT');
+            const code = await new Promise<number | null>((res) => child.once('exit', res));
+            if (code !== 0) throw new Error(`pgark wal-archive exited with ${code}: ${err.slice(-2000)}`);
+          },
+        };
       } else {
         if (name.startsWith('pgark-s3')) {
-          const bucket = `walbench-${Date.now().toString(36)}-${r}`;
-          const client = createS3Client({
-            endpoint: s3!.endpoint,
-            region: s3!.region,
-            credentials: { accessKeyId: s3!.accessKeyId, secretAccessKey: s3!.secretAccessKey },
-          });
-          await client.send(new CreateBucketCommand({ Bucket: bucket }));
-          client.destroy();
+          const bucket = await makeBucket(s3!, r);
           storage = createS3Storage({
             endpoint: s3!.endpoint,
             region: s3!.region,
@@ -311,6 +373,7 @@ async function main(): Promise<void> {
   }
   await s3?.stop();
   await cluster.destroy();
+  if (!inProcess) rmSync(cli, { force: true });
 }
 
 main().catch((e: unknown) => {

@@ -24,7 +24,7 @@ import { identifySystem } from '../replication/identify-system';
 import { createReplicationSlot, readReplicationSlot } from '../replication/replication-slots';
 import { getWalSegmentSize } from '../replication/show-setting';
 import { timelineHistory } from '../replication/timeline-history';
-import { WalStream } from '../replication/wal-stream';
+import { WalStream, type WalStreamEvent } from '../replication/wal-stream';
 import { assertSlotName } from '../replication/slot-name';
 import { walHistoryKey } from './repo-layout';
 import { openRepository, type Stanza } from './repository';
@@ -407,11 +407,13 @@ class WalArchiver {
             s.reportFlushed(lsn, true);
             s.reportWritten(this.writer?.writtenLsn ?? lsn);
           }
-          emit(this.o, {
-            type: 'wal.flush',
-            writtenLsn: formatLsn(this.writer?.writtenLsn ?? lsn),
-            flushedLsn: formatLsn(lsn),
-          });
+          // Built only for a listener: in synchronous mode this runs once per commit group.
+          if (this.o.onEvent)
+            emit(this.o, {
+              type: 'wal.flush',
+              writtenLsn: formatLsn(this.writer?.writtenLsn ?? lsn),
+              flushedLsn: formatLsn(lsn),
+            });
         },
         onFailed: () => this.stream?.stop(),
         ...(o.maxPendingSegments !== undefined ? { maxPendingSegments: o.maxPendingSegments } : {}),
@@ -466,11 +468,18 @@ class WalArchiver {
       // What the repository already holds is durable: tell the server at once.
       if (writer.flushedLsn > 0n) stream.reportFlushed(writer.flushedLsn, true);
       if (this.stopping) stream.stop();
-      for await (const ev of stream) {
-        if (ev.type !== 'xlogdata') continue;
-        await writer.write(ev.startLsn, ev.data);
-        this.bytesReceived += ev.data.length;
-        stream.reportWritten(writer.writtenLsn);
+      for await (const first of stream) {
+        // Everything the connection has already received goes to the writer in one go (no promise
+        // per message), then one flush covers all of it (synchronous mode with a blocking file: on
+        // this tick, and the status update with it; otherwise the writer's loop flushes).
+        for (let ev: WalStreamEvent | undefined = first; ev; ev = stream.takeBuffered()) {
+          if (ev.type !== 'xlogdata') continue;
+          const wait = writer.append(ev.startLsn, ev.data);
+          if (wait) await wait;
+          this.bytesReceived += ev.data.length;
+          stream.reportWritten(writer.writtenLsn);
+        }
+        writer.flushNow();
       }
       if (writer.error) throw writer.error;
       const end = stream.end!;

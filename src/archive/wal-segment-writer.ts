@@ -236,9 +236,37 @@ export class WalSegmentWriter {
    * Resolves once the bytes are held (it waits while two segments are in memory).
    */
   async write(lsn: Lsn, data: Buffer): Promise<void> {
+    await this.append(lsn, data);
+  }
+
+  /**
+   * `write` for the stream's hot path, without a promise when none is needed: the bytes are held
+   * when this returns `undefined`, else once the returned promise resolves (two complete segments
+   * wait in memory). Throws (rather than rejects) what `write` rejects with.
+   */
+  append(lsn: Lsn, data: Buffer): Promise<void> | undefined {
     this.throwIfFailed();
-    let pos = lsn;
-    let off = 0;
+    let off = this.place(lsn, data, 0);
+    this.kick();
+    if (off === data.length) return undefined;
+    return (async () => {
+      while (off < data.length) {
+        // The previous segment completed and both segment buffers are taken: wait for room.
+        await this.waitForSpace();
+        this.throwIfFailed();
+        off = this.place(lsn, data, off, true);
+        this.kick();
+      }
+    })();
+  }
+
+  /**
+   * Copies `data[off..]` (WAL from `lsn + off`) into the current segment and the ones after it.
+   * Returns where it stopped: `data.length`, or earlier when a new segment is needed and there is
+   * no room for it (unless `roomGranted`: the caller has just waited for it).
+   */
+  private place(lsn: Lsn, data: Buffer, off: number, roomGranted = false): number {
+    let pos = lsn + BigInt(off);
     const segSize = BigInt(this.o.segmentSize);
     while (off < data.length) {
       let seg = this.current;
@@ -249,9 +277,9 @@ export class WalSegmentWriter {
             `wal at ${formatLsn(pos)} does not belong to segment ${seg.name}`,
           );
         }
-        // The previous segment completed: open the next one (waiting for room).
-        await this.waitForSpace();
-        this.throwIfFailed();
+        // The previous segment completed: open the next one (if there is room).
+        if (!roomGranted && !this.hasSpace()) return off;
+        roomGranted = false;
         seg = this.newSegment(this.timelineValue, pos - (pos % segSize));
         this.current = seg;
       }
@@ -288,7 +316,25 @@ export class WalSegmentWriter {
         this.current = undefined;
       }
     }
-    this.kick();
+    return off;
+  }
+
+  /**
+   * Synchronous mode with a blocking file (`blockingFlush`): makes everything written so far
+   * durable now, on this tick (pwrite + fdatasync), and reports it (the status update goes out
+   * before this returns). For the caller that has just handed over all the WAL one socket read
+   * delivered. Returns false when it cannot, and the background loop does it as usual: another
+   * mode, the loop busy, a completed segment whose last bytes must go first, or the segment's file
+   * not open yet.
+   */
+  flushNow(): boolean {
+    if (!this.o.blockingFlush || !this.inPlace || this.busy || this.failure || this.closed) return false;
+    if (this.completed.some((s) => s.durable < this.o.segmentSize)) return false;
+    const cur = this.current;
+    if (!cur || cur.filled <= cur.durable) return true;
+    if (!this.storeInFileNow(cur)) return false;
+    this.advance();
+    return true;
   }
 
   /**
@@ -447,8 +493,13 @@ export class WalSegmentWriter {
     return Math.max(1, this.o.maxPendingSegments ?? 2);
   }
 
+  /** Room for one more segment in memory (or nothing to wait for). */
+  private hasSpace(): boolean {
+    return this.completed.length < this.maxPending || this.failure !== undefined || this.closed;
+  }
+
   private waitForSpace(): Promise<void> {
-    if (this.completed.length < this.maxPending || this.failure || this.closed) return Promise.resolve();
+    if (this.hasSpace()) return Promise.resolve();
     return new Promise((resolve) => this.spaceWaiters.push(resolve));
   }
 
@@ -653,12 +704,14 @@ export class WalSegmentWriter {
     seg.compacted = false;
     this.counters.partialFlushes++;
     this.counters.bytesStored += to - from;
-    emit(this.o, {
-      type: 'wal.partial.durable',
-      walName: seg.name,
-      key,
-      flushedLsn: formatLsn(seg.startLsn + BigInt(to)),
-    });
+    // Built only for a listener: this runs once per synchronous flush.
+    if (this.o.onEvent)
+      emit(this.o, {
+        type: 'wal.partial.durable',
+        walName: seg.name,
+        key,
+        flushedLsn: formatLsn(seg.startLsn + BigInt(to)),
+      });
   }
 
   /**

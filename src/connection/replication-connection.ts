@@ -138,6 +138,12 @@ export interface QueryResult {
 export interface CommandStream extends AsyncIterableIterator<CommandEvent> {
   /** Resolves with the next event, or `{ done: true }` after ReadyForQuery. */
   next(): Promise<IteratorResult<CommandEvent, undefined>>;
+  /**
+   * The next event if one is already received, without waiting (and without a promise); otherwise
+   * `undefined`, and `next()` tells what comes (more events, the end, or the command's error). For a
+   * consumer that handles everything one socket read delivered in one go (a synchronous WAL flush).
+   */
+  takeBuffered(): CommandEvent | undefined;
   /** True once ReadyForQuery (or a failure) ended the command. */
   readonly finished: boolean;
 }
@@ -890,6 +896,7 @@ export class ReplicationConnection {
     const it: CommandStream = {
       finished: true,
       next: () => Promise.reject(err),
+      takeBuffered: () => undefined,
       return: () => Promise.resolve({ done: true, value: undefined }),
       [Symbol.asyncIterator]() {
         return it;
@@ -899,14 +906,17 @@ export class ReplicationConnection {
   }
 
   private streamFor(cmd: PendingCommand): CommandStream {
+    const takeBuffered = (): CommandEvent | undefined => {
+      const entry = cmd.events.shift();
+      if (!entry) return undefined;
+      cmd.bufferedBytes -= entry.bytes;
+      if (this.paused) this.pump();
+      return entry.ev;
+    };
     const next = async (): Promise<IteratorResult<CommandEvent, undefined>> => {
       for (;;) {
-        const entry = cmd.events.shift();
-        if (entry) {
-          cmd.bufferedBytes -= entry.bytes;
-          if (this.paused) this.pump();
-          return { done: false, value: entry.ev };
-        }
+        const ev = takeBuffered();
+        if (ev) return { done: false, value: ev };
         if (cmd.done) {
           if (cmd.error) throw cmd.error;
           return { done: true, value: undefined };
@@ -921,6 +931,7 @@ export class ReplicationConnection {
         return cmd.done && cmd.events.length === 0;
       },
       next,
+      takeBuffered,
       return: async () => {
         if (!cmd.done) {
           // The server is still sending this command's response; the connection cannot be reused.

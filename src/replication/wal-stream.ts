@@ -93,7 +93,10 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
   private written: Lsn = 0n;
   private flushed: Lsn = 0n;
   private serverWalEnd: Lsn = 0n;
-  private lastMessageAt: Date | undefined;
+  /** Date.now() of the last message (a number: this runs per message). */
+  private lastMessageAtMs: number | undefined;
+  /** The last xlogdata handed out may have reached endLsn: checked before the next event. */
+  private endCheckPending = false;
   private endLsn: Lsn | undefined;
   private inCopy = false;
   private clientCopyDone = false;
@@ -173,7 +176,7 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
       writtenLsn: this.written,
       flushedLsn: this.flushed,
       serverWalEnd: this.serverWalEnd,
-      lastMessageAt: this.lastMessageAt,
+      lastMessageAt: this.lastMessageAtMs === undefined ? undefined : new Date(this.lastMessageAtMs),
     };
   }
 
@@ -227,9 +230,30 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
 
   // -------------------------------------------------------------------------------------------
 
+  /**
+   * The next event the connection has already received, decoded without waiting (no promise), or
+   * `undefined` when none is buffered: then go on iterating. Used while iterating, between two
+   * events of the loop, to take everything one socket read delivered before acting on it (a
+   * synchronous flush covers all of it, as pg_receivewal drains its socket before each fsync).
+   */
+  takeBuffered(): WalStreamEvent | undefined {
+    try {
+      for (;;) {
+        this.checkEnd();
+        const ev = this.cmd.takeBuffered();
+        if (ev === undefined) return undefined;
+        const out = this.handle(ev);
+        if (out !== undefined) return out;
+      }
+    } catch (e) {
+      throw mapStreamError(e, this.options);
+    }
+  }
+
   private async *events(): AsyncGenerator<WalStreamEvent, void, undefined> {
     try {
       for (;;) {
+        this.checkEnd();
         let ev: CommandEvent;
         if (this.firstEvent) {
           ev = this.firstEvent;
@@ -239,54 +263,8 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
           if (r.done) break;
           ev = r.value;
         }
-        this.lastMessageAt = new Date();
-        switch (ev.type) {
-          case 'copyData': {
-            const msg = parseReplicationMessage(ev.data);
-            if (msg.type === 'keepalive') {
-              if (msg.walEnd > this.serverWalEnd) this.serverWalEnd = msg.walEnd;
-              // receivelog.c: reply at once when asked; the server drops us otherwise.
-              if (msg.replyRequested) this.queueStatus(false);
-              yield { type: 'keepalive', walEnd: msg.walEnd, replyRequested: msg.replyRequested };
-              break;
-            }
-            if (msg.walEnd > this.serverWalEnd) this.serverWalEnd = msg.walEnd;
-            if (msg.dataStart !== this.received) {
-              throw new ReplicationError(
-                'REPLICATION_WAL_GAP',
-                `got wal data at ${formatLsn(msg.dataStart)}, expected ${formatLsn(this.received)}`,
-              );
-            }
-            if (msg.data.length === 0) break;
-            const startLsn = this.received;
-            this.received += BigInt(msg.data.length);
-            yield { type: 'xlogdata', startLsn, endLsn: this.received, walEnd: msg.walEnd, data: msg.data };
-            if (this.endLsn !== undefined && this.received >= this.endLsn) this.stop();
-            break;
-          }
-          case 'copyDone':
-            // The server ended its half (end of a historic timeline, or the echo of our CopyDone).
-            this.inCopy = false;
-            this.clearTimer();
-            if (!this.clientCopyDone) {
-              // receivelog.c HandleEndOfCopyStream: answer with our CopyDone; no status updates after it.
-              this.sendChain = this.sendChain.then(() => this.sendCopyDoneOnce());
-            }
-            break;
-          case 'dataRow':
-            this.nextTuple = ev.values;
-            break;
-          case 'rowDescription':
-          case 'commandComplete':
-          case 'notice':
-          case 'copyBothStart':
-            break;
-          default:
-            throw new ProtocolError(
-              'PROTOCOL_UNEXPECTED_MESSAGE',
-              `unexpected ${ev.type} during START_REPLICATION`,
-            );
-        }
+        const out = this.handle(ev);
+        if (out !== undefined) yield out;
       }
       await this.sendChain;
       this.endResult = this.decideEnd();
@@ -296,6 +274,63 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
       this.clearTimer();
       this.options.signal?.removeEventListener('abort', this.onAbort);
       if (!this.cmd.finished) await this.cmd.return?.();
+    }
+  }
+
+  /** Stops once the consumer had the xlogdata that reached endLsn (it asks for more after it). */
+  private checkEnd(): void {
+    if (!this.endCheckPending) return;
+    this.endCheckPending = false;
+    if (this.endLsn !== undefined && this.received >= this.endLsn) this.stop();
+  }
+
+  /** Decodes one event of the copy: what to hand to the consumer, if anything. */
+  private handle(ev: CommandEvent): WalStreamEvent | undefined {
+    this.lastMessageAtMs = Date.now();
+    switch (ev.type) {
+      case 'copyData': {
+        const msg = parseReplicationMessage(ev.data);
+        if (msg.type === 'keepalive') {
+          if (msg.walEnd > this.serverWalEnd) this.serverWalEnd = msg.walEnd;
+          // receivelog.c: reply at once when asked; the server drops us otherwise.
+          if (msg.replyRequested) this.queueStatus(false);
+          return { type: 'keepalive', walEnd: msg.walEnd, replyRequested: msg.replyRequested };
+        }
+        if (msg.walEnd > this.serverWalEnd) this.serverWalEnd = msg.walEnd;
+        if (msg.dataStart !== this.received) {
+          throw new ReplicationError(
+            'REPLICATION_WAL_GAP',
+            `got wal data at ${formatLsn(msg.dataStart)}, expected ${formatLsn(this.received)}`,
+          );
+        }
+        if (msg.data.length === 0) return undefined;
+        const startLsn = this.received;
+        this.received += BigInt(msg.data.length);
+        this.endCheckPending = true;
+        return { type: 'xlogdata', startLsn, endLsn: this.received, walEnd: msg.walEnd, data: msg.data };
+      }
+      case 'copyDone':
+        // The server ended its half (end of a historic timeline, or the echo of our CopyDone).
+        this.inCopy = false;
+        this.clearTimer();
+        if (!this.clientCopyDone) {
+          // receivelog.c HandleEndOfCopyStream: answer with our CopyDone; no status updates after it.
+          this.sendChain = this.sendChain.then(() => this.sendCopyDoneOnce());
+        }
+        return undefined;
+      case 'dataRow':
+        this.nextTuple = ev.values;
+        return undefined;
+      case 'rowDescription':
+      case 'commandComplete':
+      case 'notice':
+      case 'copyBothStart':
+        return undefined;
+      default:
+        throw new ProtocolError(
+          'PROTOCOL_UNEXPECTED_MESSAGE',
+          `unexpected ${ev.type} during START_REPLICATION`,
+        );
     }
   }
 

@@ -74,10 +74,14 @@ export function registerWalArchive(program: Command): void {
         blockingFlush: true,
         statusIntervalMs: positiveMs(opts.statusInterval, '--status-interval'),
         flushIntervalMs: positiveMs(opts.flushInterval, '--flush-interval'),
-        onEvent: (e) => {
-          if (opts.quiet) return;
-          process.stderr.write((opts.json ? JSON.stringify(e) : eventLine(e)) + '\n');
-        },
+        // Quiet: no handler at all, so no event is even built (one per flush in synchronous mode).
+        ...(opts.quiet
+          ? {}
+          : {
+              onEvent: (e: PgarkEvent) => {
+                process.stderr.write((opts.json ? JSON.stringify(e) : eventLine(e)) + '\n');
+              },
+            }),
       });
       const onSignal = (): void => void archiver.stop();
       process.once('SIGINT', onSignal);
