@@ -17,7 +17,7 @@
  * summary with medians; nothing is written to bench/results (this is a diagnosis tool).
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { ReplicationConnection } from '../src/connection/replication-connection';
@@ -30,24 +30,12 @@ import { createS3Client } from '../src/storage/s3-client';
 import { startCluster, TEST_ROOT } from '../test/harness/postgres';
 import { generateDataset } from '../test/harness/datagen';
 import { startS3Server, type S3Server } from '../test/harness/s3-server';
+import { arg, dirBytes, median } from './bench-util';
 
 const MIB = 1024 * 1024;
 const PG_BASEBACKUP = '/usr/lib/postgresql/15/bin/pg_basebackup';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
-}
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const now = (): number => Number(process.hrtime.bigint()) / 1e9;
-
-function dirBytes(dir: string): number {
-  let n = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) n += statSync(join(e.parentPath, e.name)).size;
-  }
-  return n;
-}
 
 /** Runs a command; resolves with its CPU seconds (user + system, GNU time). */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {

@@ -12,6 +12,9 @@
  *
  *   npx tsx bench/base-backup.ts [--size-mb 2048] [--runs 3] [--part-mib 16] [--queue 4] [--no-s3]
  *
+ * Each pair (pgark and its baseline) runs back to back, in an order that alternates from run to run,
+ * after a `sync`; the ratio is the median of the per-run ratios.
+ *
  * Each pgark run is a child process of the CLI (`pgark backup -X none`) run as plain JavaScript
  * (src/cli/main.ts bundled once by esbuild into a temporary file, the way `npm run build` ships it),
  * so neither tsx's start-up and on-the-fly compilation nor its memory count, and its peak RSS is
@@ -99,82 +102,120 @@ async function main(): Promise<void> {
     const add = (k: string, v: number): void => void (rows[k] ??= []).push(v);
     const med = (k: string): number | undefined => (rows[k] ? median(rows[k]) : undefined);
     for (let i = 0; i < runs; i++) {
-      // A: baseline pg_basebackup -Ft -X none (fsyncs), then pgark to a directory (fsyncs).
+      // Each pair runs back to back; its order alternates from run to run (pg_basebackup first in
+      // even runs, pgark first in odd ones), so that neither side always meets the disk as the other
+      // left it (its writeback, the removal of its output). `sync` before each case for the same reason.
+      const pgarkFirst = i % 2 === 1;
       const bbDir = join(work, `pgbb-${i}`);
-      const bb = await timed(
-        PG_BASEBACKUP,
-        ['-d', conninfo, '-D', bbDir, '-Ft', '-X', 'none', '-c', 'fast'],
-        env,
-      );
-      const bytes = dirBytes(bbDir);
-      add('bytes', bytes);
-      add('pgbb', bytes / MIB / bb.seconds);
-      add('pgbbCpu', bb.cpuSeconds);
-      const repo = join(work, `repo-${i}`);
-      const fsRun = await timed(
-        NODE,
-        [cli, 'backup', '-d', conninfo, '--repo', repo, '-X', 'none', '--fast', '--json'],
-        env,
-      );
+      let bytes = 0;
+      let bbSeconds = 0;
+      // A: baseline pg_basebackup -Ft -X none (fsyncs) and pgark to a directory (fsyncs).
+      const runPgbb = async (): Promise<void> => {
+        spawnSync('sync');
+        const bb = await timed(
+          PG_BASEBACKUP,
+          ['-d', conninfo, '-D', bbDir, '-Ft', '-X', 'none', '-c', 'fast'],
+          env,
+        );
+        bytes = dirBytes(bbDir);
+        bbSeconds = bb.seconds;
+        add('bytes', bytes);
+        add('pgbb', bytes / MIB / bb.seconds);
+        add('pgbbCpu', bb.cpuSeconds);
+      };
+      const runFs = async (): Promise<{ seconds: number; cpuSeconds: number; peakRssMiB: number }> => {
+        spawnSync('sync');
+        const repo = join(work, `repo-${i}`);
+        const r = await timed(
+          NODE,
+          [cli, 'backup', '-d', conninfo, '--repo', repo, '-X', 'none', '--fast', '--json'],
+          env,
+        );
+        rmSync(repo, { recursive: true, force: true });
+        return r;
+      };
+      let fsRun;
+      if (pgarkFirst) {
+        fsRun = await runFs();
+        await runPgbb();
+      } else {
+        await runPgbb();
+        fsRun = await runFs();
+      }
       add('pgarkFs', bytes / MIB / fsRun.seconds);
       add('pgarkFsCpu', fsRun.cpuSeconds);
       add('pgarkFsRss', fsRun.peakRssMiB);
-      add('ratioFs', bb.seconds / fsRun.seconds);
-      rmSync(repo, { recursive: true, force: true });
+      add('ratioFs', bbSeconds / fsRun.seconds);
       process.stderr.write(
-        `run ${i}: pg_basebackup ${(bytes / MIB / bb.seconds).toFixed(1)} MiB/s (${bb.cpuSeconds.toFixed(1)} cpu s), pgark fs ${(bytes / MIB / fsRun.seconds).toFixed(1)} MiB/s (${fsRun.cpuSeconds.toFixed(1)} cpu s, ${fsRun.peakRssMiB.toFixed(0)} MiB)\n`,
+        `run ${i}: pg_basebackup ${(bytes / MIB / bbSeconds).toFixed(1)} MiB/s (${rows.pgbbCpu!.at(-1)!.toFixed(1)} cpu s), pgark fs ${(bytes / MIB / fsRun.seconds).toFixed(1)} MiB/s (${fsRun.cpuSeconds.toFixed(1)} cpu s, ${fsRun.peakRssMiB.toFixed(0)} MiB)${pgarkFirst ? ' (pgark first)' : ''}\n`,
       );
 
       if (s3 && client && credentials) {
-        // B: pgark to S3, then the raw ceiling: the same bytes (pg_basebackup's tar files) through the
-        // driver's put from a local file, with the same part size and queue.
+        // B: pgark to S3 and the raw ceiling: the same bytes (pg_basebackup's tar files) through the
+        // driver's put from a local file, with the same part size and queue; same alternation.
         const bucket = `bench-bb-${Date.now().toString(36)}-${i}`;
         await client.send(new CreateBucketCommand({ Bucket: bucket }));
-        const s3Run = await timed(
-          NODE,
-          [
-            cli,
-            'backup',
-            '-d',
-            conninfo,
-            '--repo',
-            `s3://${bucket}/p`,
-            '--s3-endpoint',
-            s3.endpoint,
-            '--s3-region',
-            s3.region,
-            '--s3-part-size',
-            String(partMib),
-            '-X',
-            'none',
-            '--fast',
-            '--json',
-          ],
-          env,
-        );
+        const runPgarkS3 = (): Promise<{ seconds: number; cpuSeconds: number; peakRssMiB: number }> => {
+          spawnSync('sync');
+          return timed(
+            NODE,
+            [
+              cli,
+              'backup',
+              '-d',
+              conninfo,
+              '--repo',
+              `s3://${bucket}/p`,
+              '--s3-endpoint',
+              s3.endpoint,
+              '--s3-region',
+              s3.region,
+              '--s3-part-size',
+              String(partMib),
+              '-X',
+              'none',
+              '--fast',
+              '--json',
+            ],
+            env,
+          );
+        };
+        const runRaw = async (): Promise<number> => {
+          spawnSync('sync');
+          const storage = createS3Storage({
+            bucket,
+            prefix: 'raw',
+            endpoint: s3.endpoint,
+            region: s3.region,
+            partSizeBytes: partMib * MIB,
+            queueSize: queue,
+            credentials,
+          });
+          const t0 = process.hrtime.bigint();
+          for (const f of readdirSync(bbDir)) {
+            const p = join(bbDir, f);
+            await storage.put(f, createReadStream(p, { highWaterMark: MIB }), {
+              contentLength: statSync(p).size,
+            });
+          }
+          const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+          await storage.close();
+          return seconds;
+        };
+        let s3Run;
+        let rawSeconds;
+        if (pgarkFirst) {
+          s3Run = await runPgarkS3();
+          rawSeconds = await runRaw();
+        } else {
+          rawSeconds = await runRaw();
+          s3Run = await runPgarkS3();
+        }
         add('pgarkS3', bytes / MIB / s3Run.seconds);
         add('pgarkS3Cpu', s3Run.cpuSeconds);
         add('pgarkS3Rss', s3Run.peakRssMiB);
-        const storage = createS3Storage({
-          bucket,
-          prefix: 'raw',
-          endpoint: s3.endpoint,
-          region: s3.region,
-          partSizeBytes: partMib * MIB,
-          queueSize: queue,
-          credentials,
-        });
-        const t0 = process.hrtime.bigint();
-        for (const f of readdirSync(bbDir)) {
-          const p = join(bbDir, f);
-          await storage.put(f, createReadStream(p, { highWaterMark: MIB }), {
-            contentLength: statSync(p).size,
-          });
-        }
-        const rawSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
         add('raw', bytes / MIB / rawSeconds);
         add('ratioS3', rawSeconds / s3Run.seconds);
-        await storage.close();
         process.stderr.write(
           `run ${i}: pgark s3 ${(bytes / MIB / s3Run.seconds).toFixed(1)} MiB/s (${s3Run.peakRssMiB.toFixed(0)} MiB), raw ${(bytes / MIB / rawSeconds).toFixed(1)} MiB/s\n`,
         );

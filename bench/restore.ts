@@ -38,6 +38,7 @@ import { chownTree, resolveServerUser, shellQuote, startServer, stopServer } fro
 import { startS3Server } from '../test/harness/s3-server';
 import { freePort, startCluster, TEST_ROOT } from '../test/harness/postgres';
 import { generateDataset } from '../test/harness/datagen';
+import { arg, median } from './bench-util';
 
 const MIB = 1024 * 1024;
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -45,11 +46,6 @@ const RESULTS = join(HERE, 'results', 'restore.jsonl');
 const REPO_ROOT = join(HERE, '..');
 const ESBUILD = join(REPO_ROOT, 'node_modules', '.bin', 'esbuild');
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
-}
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sizeMb = Number(arg('size-mb', '2048'));
 const walMb = Number(arg('wal-mb', '512'));
 const runs = Number(arg('runs', '3'));

@@ -40,17 +40,13 @@ import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, S3Client
 import { Upload } from '@aws-sdk/lib-storage';
 import { createS3Storage } from '../src/storage/s3-storage';
 import { startS3Server } from '../test/harness/s3-server';
+import { arg } from './bench-util';
 
 const MIB = 1024 * 1024;
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RESULTS = join(HERE, 'results', 'storage-upload.jsonl');
 const KEY = Buffer.alloc(16, 7);
 const IV = Buffer.alloc(16, 9);
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? (process.argv[i + 1] as string) : fallback;
-}
 
 /** The 1 MiB block every body repeats (see the header comment). */
 function keystreamBlock(): Buffer {

@@ -361,7 +361,10 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
         case 'data':
         case 'manifest-data':
           if (ev.release) attachChunkRelease(ev.data, ev.release);
-          await upload!.write(ev.data);
+          {
+            const wait = upload!.push(ev.data);
+            if (wait) await wait;
+          }
           break;
         case 'archive-end':
         case 'manifest-end': {

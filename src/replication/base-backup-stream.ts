@@ -26,7 +26,7 @@
 import { ConfigError, PgarkError, PostgresServerError, ProtocolError, ReplicationError } from '../errors';
 import { parseLsn, type Lsn } from '../lsn';
 import { parseBaseBackupMessage } from '../protocol';
-import type { CommandEvent } from '../connection/replication-connection';
+import type { CommandEvent, CommandStream } from '../connection/replication-connection';
 
 export interface BackupTablespace {
   /** The tablespace OID; undefined for the main data directory. */
@@ -177,8 +177,22 @@ export async function* readBaseBackupStream(
     yield { type: 'manifest-end', bytes };
   }
 
+  // Events already received are taken without a promise (takeBuffered, when the source has it):
+  // a backup is tens of thousands of CopyData messages, one per 32 kB.
+  const it = events[Symbol.asyncIterator]();
+  const takeBuffered = (it as Partial<CommandStream>).takeBuffered?.bind(it);
+  let ended = false;
   try {
-    for await (const ev of events) {
+    for (;;) {
+      let ev = takeBuffered?.();
+      if (ev === undefined) {
+        const r = await it.next();
+        if (r.done) {
+          ended = true;
+          break;
+        }
+        ev = r.value;
+      }
       switch (ev.type) {
         case 'notice':
         case 'commandComplete':
@@ -325,6 +339,9 @@ export async function* readBaseBackupStream(
     }
   } catch (e) {
     throw mapBaseBackupError(e, endSeen || manifestSeen);
+  } finally {
+    // As `for await` does: a consumer that stops early (or a failure here) ends the source.
+    if (!ended) await it.return?.();
   }
   if (!endSeen) throw unexpected('end of response without the end position');
   if (!manifestSeen) {
