@@ -11,12 +11,12 @@
  * 3. BASE_BACKUP: each archive streams into its own object (s3: one multipart upload, part size
  *    planned from the server's estimate), the manifest into `backup_manifest`. Bytes flow from the
  *    socket to the store with backpressure end to end: the socket is read only when the store took
- *    the previous chunk. To s3 without client-side compression, the socket's read slabs are leased
- *    (`leaseCopyData`): the s3 driver releases each chunk once copied into its part buffer
- *    (storage/chunk-release.ts), and the slab is read into again instead of becoming garbage
- *    (issue 5: that resident garbage put the s3 backup over its RSS budget). Not to fs, which keeps
- *    chunks and would never release them: there leases only cost (measured on 512 MB: a
- *    third more full GCs, up to 10 MiB more peak RSS).
+ *    the previous chunk. Without client-side compression, the socket's read slabs are leased
+ *    (`leaseCopyData`): the s3 driver releases each chunk once copied into its part buffer, the fs
+ *    driver once its batched write settled (storage/chunk-release.ts), and the slab is read into
+ *    again instead of becoming garbage (issue 5: that resident garbage put the s3 backup over its
+ *    RSS budget; on fs, 1 MiB slabs of garbage cost a full GC per 64 MiB of external memory).
+ *    A compressor's input is not what the driver sees, so nobody could release it: no lease.
  * 4. Only when every object is durable, and the server finished without error, the catalog entry
  *    is written (create-only): the completion marker. On any failure or abort, every object the
  *    attempt wrote is deleted (in-flight multipart uploads are aborted by the driver), and the
@@ -309,7 +309,7 @@ export async function runBaseBackup(options: RunBaseBackupOptions): Promise<Base
     let archive: { name: string; spcOid?: number; spcLocation?: string } | undefined;
 
     // A compressor's input is not what the driver sees, so nobody could release it.
-    const leaseCopyData = storage.kind === 's3' && clientMethod === undefined;
+    const leaseCopyData = clientMethod === undefined;
     const events = conn.copyOut(command, { leaseCopyData });
     for await (const ev of readBaseBackupStream(events, version < 150000)) {
       switch (ev.type) {

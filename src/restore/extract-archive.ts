@@ -3,7 +3,7 @@
  * directory: the restore's hot path, written so that its CPU cost per byte stays small.
  *
  * storage stream (1 MiB reads) → sha256 of the stored bytes (on a worker thread for large objects:
- * ../storage/sha256-worker) → (decompression) → TarChunkParser (synchronous, body slices share the chunk's
+ * ./sha256-worker) → (decompression) → TarChunkParser (synchronous, body slices share the chunk's
  * memory) → member writes → early writeback of closed files (./sync-tree EarlyWriteback).
  *
  * Why not a stream per member (scanTar): a Readable per member, a Node stream hop per 64 KiB chunk
@@ -28,7 +28,7 @@ import { writevAll } from '../storage/fs-io';
 import type { CatalogObject } from '../archive/backup-catalog';
 import { TarChunkParser, type TarHeaderInfo, type TarParseEvent } from '../archive/tar-scan';
 import { compressionFromFileName, createDecompressStream } from '../archive/compression';
-import { MIN_WORKER_HASH_BYTES, WorkerSha256 } from '../storage/sha256-worker';
+import { WorkerSha256 } from './sha256-worker';
 import { EarlyWriteback } from './sync-tree';
 
 const DIR_MODE = 0o700;
@@ -43,6 +43,8 @@ const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 const MAX_OPEN_FILES = 32;
 /** Files from this size on are handed to EarlyWriteback once closed (./sync-tree). */
 const EARLY_WRITEBACK_MIN_BYTES = 1024 * 1024;
+/** Objects from this size on are hashed on a worker thread (./sha256-worker); smaller ones inline. */
+export const MIN_WORKER_HASH_BYTES = 32 * 1024 * 1024;
 
 /** Resolves a member name under root, refusing absolute names and `..` (a hostile archive must not escape). */
 export function safeJoin(root: string, name: string): string {

@@ -15,9 +15,11 @@
  * error once; it must not be lost).
  *
  * Chunks are kept by reference until written: the caller must not reuse a chunk it handed over
- * (a Readable's chunks are the consumer's; the replication framer never reuses its buffers).
+ * (a Readable's chunks are the consumer's). A chunk with a release attached (./chunk-release: the
+ * replication connection's leased read slabs) is released once its write has settled.
  */
 import type { FileHandle } from 'node:fs/promises';
+import { releaseChunk } from './chunk-release';
 import { writevAll } from './fs-io';
 
 export const FS_WRITE_DEFAULTS = {
@@ -89,7 +91,12 @@ export class BatchedFileWriter {
     const size = this.batchSize;
     this.batch = [];
     this.batchSize = 0;
-    const w = writevAll(this.fh, buffers).then(() => this.written(size));
+    const w = writevAll(this.fh, buffers)
+      .finally(() => {
+        // Written (or failed): never read again here, so a leased read slab can be reused.
+        for (const b of buffers) releaseChunk(b);
+      })
+      .then(() => this.written(size));
     // Observed here so that a failure nobody awaits yet is not an unhandled rejection; the next
     // flush/finish awaits `w` itself and so sees the error.
     w.catch(() => undefined);

@@ -1,5 +1,5 @@
 /**
- * The restore's sha256 on a worker thread (src/storage/sha256-worker.ts) and extractArchive's use of
+ * The restore's sha256 on a worker thread (src/restore/sha256-worker.ts) and extractArchive's use of
  * it for objects of MIN_WORKER_HASH_BYTES and more: same digest as an inline hash for any chunking,
  * a mismatch still refused, an abort still ends the extraction (and the worker) promptly.
  */
@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { pack } from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AbortError, IntegrityError } from '../../src/errors';
-import { extractArchive } from '../../src/restore/extract-archive';
-import { MIN_WORKER_HASH_BYTES, WorkerSha256 } from '../../src/storage/sha256-worker';
+import { extractArchive, MIN_WORKER_HASH_BYTES } from '../../src/restore/extract-archive';
+import { WorkerSha256 } from '../../src/restore/sha256-worker';
 import { createFsStorage } from '../../src/storage/fs-storage';
 import type { CatalogObject } from '../../src/archive/backup-catalog';
 

@@ -1,8 +1,7 @@
 /**
- * sha256 of a stream computed on a worker thread, so that the main thread (the restore's tar
- * parsing and writes; the fs driver's put of a base backup archive, behind the replication framer)
- * and the hash run on two cores at once. On the restore of a 512 MB backup the hash was about half
- * of the main thread's CPU time (~0.7 s/GB).
+ * sha256 of a stream computed on a worker thread, so that the restore's main thread (tar parsing,
+ * dispatching writes) and the hash run on two cores at once. On the restore of a 512 MB backup the
+ * hash was about half of the main thread's CPU time (~0.7 s/GB).
  *
  * Bytes cross to the worker through a ring of shared memory slots (one memcpy per byte, ~10x cheaper
  * than hashing it); only slot numbers travel as messages. The caller keeps its own chunk, so the
@@ -12,14 +11,10 @@
  *
  * The worker is plain JavaScript evaluated from a string (no file to resolve next to a bundled or
  * transpiled module). It is only worth its start-up (~30 ms, overlapping the first reads) for large
- * objects: see MIN_WORKER_HASH_BYTES and createChunkHasher.
+ * objects: see MIN_WORKER_HASH_BYTES in ./extract-archive.
  */
-import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { IntegrityError } from '../errors';
-
-/** Objects from this size on are hashed on a worker thread; smaller ones inline (start-up ~30 ms). */
-export const MIN_WORKER_HASH_BYTES = 32 * 1024 * 1024;
 
 const SLOT_BYTES = 1024 * 1024;
 const SLOTS = 8;
@@ -43,7 +38,7 @@ parentPort.on('message', (m) => {
 });
 `;
 
-export class WorkerSha256 implements ChunkHasher {
+export class WorkerSha256 {
   private readonly ring = new SharedArrayBuffer(SLOT_BYTES * SLOTS);
   private readonly view = Buffer.from(this.ring);
   private readonly free: number[] = Array.from({ length: SLOTS }, (_, i) => i);
@@ -56,11 +51,7 @@ export class WorkerSha256 implements ChunkHasher {
   private slotFill = 0;
   bytes = 0;
 
-  /**
-   * @param failureError the error thrown when the worker thread fails (the hash cannot be had);
-   * by default IntegrityError INTEGRITY_CHECKSUM_MISMATCH, for a reader that must verify.
-   */
-  constructor(private readonly failureError: (cause: unknown) => Error = defaultFailureError) {
+  constructor() {
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: { sab: this.ring, slotBytes: SLOT_BYTES },
@@ -96,7 +87,7 @@ export class WorkerSha256 implements ChunkHasher {
   private copyFrom(chunk: Buffer, from: number): Promise<void> | undefined {
     let off = from;
     while (off < chunk.length) {
-      if (this.failure) throw this.failureError(this.failure);
+      if (this.failure) throw this.failureError();
       if (this.slot === undefined) {
         this.slot = this.free.pop();
         this.slotFill = 0;
@@ -125,9 +116,18 @@ export class WorkerSha256 implements ChunkHasher {
     });
   }
 
+  /** The object cannot be verified without its hash: fail safe, as for a mismatch. */
+  private failureError(): IntegrityError {
+    return new IntegrityError(
+      'INTEGRITY_CHECKSUM_MISMATCH',
+      'the sha256 of the object could not be computed (its worker thread failed)',
+      { cause: this.failure },
+    );
+  }
+
   /** The hex digest of everything queued; the worker is stopped afterwards. */
   async digest(): Promise<string> {
-    if (this.failure) throw this.failureError(this.failure);
+    if (this.failure) throw this.failureError();
     const hex = await new Promise<string>((resolve, reject) => {
       this.digestWaiter = resolve;
       this.worker.once('error', reject);
@@ -141,43 +141,4 @@ export class WorkerSha256 implements ChunkHasher {
   async close(): Promise<void> {
     await this.worker.terminate();
   }
-}
-
-/** The object cannot be verified without its hash: fail safe, as for a mismatch. */
-function defaultFailureError(cause: unknown): Error {
-  return new IntegrityError(
-    'INTEGRITY_CHECKSUM_MISMATCH',
-    'the sha256 of the object could not be computed (its worker thread failed)',
-    { cause },
-  );
-}
-
-/** sha256 of a sequence of chunks: `update` returns a promise only when the caller must wait. */
-export interface ChunkHasher {
-  update(chunk: Buffer): Promise<void> | undefined;
-  /** The hex digest of every chunk (frees the hasher). */
-  digest(): Promise<string>;
-  /** Frees the hasher without a digest (a failed or aborted write). */
-  close(): Promise<void>;
-}
-
-/**
- * A hasher for a body of about `expectedBytes`: on a worker thread from MIN_WORKER_HASH_BYTES on
- * (or when unknown: never), inline below that.
- */
-export function createChunkHasher(
-  expectedBytes: number | undefined,
-  failureError?: (cause: unknown) => Error,
-): ChunkHasher {
-  if (expectedBytes !== undefined && expectedBytes >= MIN_WORKER_HASH_BYTES)
-    return new WorkerSha256(failureError);
-  const hash = createHash('sha256');
-  return {
-    update(chunk) {
-      hash.update(chunk);
-      return undefined;
-    },
-    digest: () => Promise.resolve(hash.digest('hex')),
-    close: () => Promise.resolve(),
-  };
 }
