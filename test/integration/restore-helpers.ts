@@ -10,7 +10,13 @@ import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { runBaseBackup, type ArchiveFetchSpec, type BaseBackupResult, type Storage } from '../../src/index';
+import {
+  parseLsn,
+  runBaseBackup,
+  type ArchiveFetchSpec,
+  type BaseBackupResult,
+  type Storage,
+} from '../../src/index';
 import {
   chownTree,
   isServerRunning,
@@ -24,6 +30,7 @@ import { createFsStorage } from '../../src/storage/fs-storage';
 import { createS3Storage, type S3StorageOptions } from '../../src/storage/s3-storage';
 import { freePort, startCluster, TEST_ROOT, type Major, type TestCluster } from '../harness/postgres';
 import { createTestBucket } from '../harness/s3';
+import { spawnArchiver, type ArchiverProcess } from '../harness/archiver-process';
 
 const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
 export const STANZA = 'main';
@@ -116,6 +123,46 @@ export async function archivingCluster(major: Major, repo: TestRepo, cli: string
   // The first archived segment creates the repository and stanza as the server user (so it can write wal/ later).
   await switchAndArchive(c);
   return c;
+}
+
+/**
+ * A source cluster archived by pgark's streaming archiver (a child process) into an fs repository:
+ * once the archiver has flushed, a table `t` gets 100 'base' rows and a base backup is taken (it
+ * ends with a WAL switch, so what follows lands in a new, incomplete segment).
+ */
+export async function streamArchivedCluster(
+  major: Major,
+  repo: TestRepo,
+  slot: string,
+): Promise<{ cluster: TestCluster; archiver: ArchiverProcess }> {
+  const cluster = await startCluster({ major });
+  const archiver = spawnArchiver({
+    connection: { ...cluster.connectionConfig({ user: cluster.replicationUser }), ssl: 'disable' },
+    slot,
+    fsRoot: repo.spec.repo,
+  });
+  await waitFor('the archiver to flush', async () => (archiver.flushedLsn() > 0n ? true : undefined));
+  await cluster.query(`CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)`);
+  await cluster.query(`INSERT INTO t (phase) SELECT 'base' FROM generate_series(1, 100)`);
+  await backup(cluster, repo);
+  return { cluster, archiver };
+}
+
+/**
+ * Waits until the archiver has flushed the cluster's current WAL position, then stops it cleanly
+ * (SIGTERM: the incomplete segment is stored as `.partial`); throws unless it exits with 0.
+ */
+export async function stopArchiverAtCurrentLsn(
+  cluster: TestCluster,
+  archiver: ArchiverProcess,
+): Promise<void> {
+  const end = parseLsn((await cluster.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l);
+  await waitFor('the archiver to flush the last rows', async () =>
+    archiver.flushedLsn() >= end ? true : undefined,
+  );
+  archiver.kill('SIGTERM');
+  const code = await archiver.exited;
+  if (code !== 0) throw new Error(`the archiver exited with ${String(code)}`);
 }
 
 export async function waitFor<T>(

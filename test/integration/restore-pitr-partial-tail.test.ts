@@ -10,14 +10,13 @@ import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn, restoreBackup, RecoveryTargetError } from '../../src/index';
 import { chownTree, resolveServerUser } from '../../src/local-server';
-import { spawnArchiver } from '../harness/archiver-process';
-import { startCluster, type TestCluster } from '../harness/postgres';
+import type { TestCluster } from '../harness/postgres';
 import {
-  backup,
   bundleCli,
   makeRepo,
   restoredSlot,
-  waitFor,
+  stopArchiverAtCurrentLsn,
+  streamArchivedCluster,
   waitPromoted,
   type TestRepo,
 } from './restore-helpers';
@@ -32,27 +31,12 @@ describe('a recovery target inside the partial tail of the archive (PG15, fs)', 
   beforeAll(async () => {
     cli = await bundleCli('pitr-tail');
     repo = await makeRepo('fs');
-    cluster = await startCluster({ major: 15 });
-    const p = spawnArchiver({
-      connection: { ...cluster.connectionConfig({ user: cluster.replicationUser }), ssl: 'disable' },
-      slot: 'pgark_tail',
-      fsRoot: repo.spec.repo,
-    });
-    await waitFor('the archiver to flush', async () => (p.flushedLsn() > 0n ? true : undefined));
-    await cluster.query(`CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)`);
-    await cluster.query(`INSERT INTO t (phase) SELECT 'base' FROM generate_series(1, 100)`);
-    await backup(cluster, repo); // ends with a wal switch: what follows is in a new, incomplete segment
+    const { cluster: c, archiver: p } = await streamArchivedCluster(15, repo, 'pgark_tail');
+    cluster = c;
     await cluster.query(`INSERT INTO t (phase) SELECT 'a' FROM generate_series(1, 10)`);
     target = (await cluster.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
     await cluster.query(`INSERT INTO t (phase) SELECT 'b' FROM generate_series(1, 5)`);
-    const end = parseLsn(
-      (await cluster.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l,
-    );
-    await waitFor('the archiver to flush the last rows', async () =>
-      p.flushedLsn() >= end ? true : undefined,
-    );
-    p.kill('SIGTERM'); // a clean stop stores the incomplete segment as `.partial`
-    expect(await p.exited).toBe(0);
+    await stopArchiverAtCurrentLsn(cluster, p);
     chownTree(repo.spec.repo, resolveServerUser()); // restore_command runs as the server user
   }, 240_000);
 

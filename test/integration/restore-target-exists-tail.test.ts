@@ -9,18 +9,18 @@
 import { existsSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseLsn, restoreBackup, RecoveryTargetError, type PgarkEvent } from '../../src/index';
+import { restoreBackup, RecoveryTargetError, type PgarkEvent } from '../../src/index';
 import { parseRepositoryKey, walPrefix, walSegmentKey } from '../../src/archive/repo-layout';
 import { chownTree, resolveServerUser } from '../../src/local-server';
-import { spawnArchiver } from '../harness/archiver-process';
-import { startCluster, type TestCluster } from '../harness/postgres';
+import type { ArchiverProcess } from '../harness/archiver-process';
+import type { TestCluster } from '../harness/postgres';
 import {
-  backup,
   bundleCli,
   makeRepo,
   restoredSlot,
   STANZA,
-  waitFor,
+  stopArchiverAtCurrentLsn,
+  streamArchivedCluster,
   waitPromoted,
   type TestRepo,
 } from './restore-helpers';
@@ -30,35 +30,20 @@ describe('restore point lookup in compressed segments and the partial tail (PG14
   let repo: TestRepo;
   let cluster: TestCluster;
   let compressed = 0;
+  let p: ArchiverProcess;
   const slots: { destroy(): Promise<void> }[] = [];
 
   beforeAll(async () => {
     cli = await bundleCli('target-tail');
     repo = await makeRepo('fs');
-    cluster = await startCluster({ major: 14 });
-    const p = spawnArchiver({
-      connection: { ...cluster.connectionConfig({ user: cluster.replicationUser }), ssl: 'disable' },
-      slot: 'pgark_target_tail',
-      fsRoot: repo.spec.repo,
-    });
-    await waitFor('the archiver to flush', async () => (p.flushedLsn() > 0n ? true : undefined));
-    await cluster.query(`CREATE TABLE t (id serial PRIMARY KEY, phase text NOT NULL)`);
-    await cluster.query(`INSERT INTO t (phase) SELECT 'base' FROM generate_series(1, 100)`);
-    await backup(cluster, repo);
+    ({ cluster, archiver: p } = await streamArchivedCluster(14, repo, 'pgark_target_tail'));
     await cluster.query(`INSERT INTO t (phase) SELECT 'a' FROM generate_series(1, 10)`);
     await cluster.query(`SELECT pg_create_restore_point('in_segment')`);
     await cluster.query(`SELECT pg_switch_wal()`); // 'in_segment' ends up in a whole archived segment
     await cluster.query(`INSERT INTO t (phase) SELECT 'b' FROM generate_series(1, 5)`);
     await cluster.query(`SELECT pg_create_restore_point('in_tail')`);
     await cluster.query(`INSERT INTO t (phase) SELECT 'c' FROM generate_series(1, 3)`);
-    const end = parseLsn(
-      (await cluster.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l,
-    );
-    await waitFor('the archiver to flush the last rows', async () =>
-      p.flushedLsn() >= end ? true : undefined,
-    );
-    p.kill('SIGTERM'); // a clean stop stores the incomplete segment as `.partial`
-    expect(await p.exited).toBe(0);
+    await stopArchiverAtCurrentLsn(cluster, p);
     // Every whole segment stored gzip-compressed instead.
     const keys: string[] = [];
     for await (const o of repo.storage.list(walPrefix(STANZA))) keys.push(o.key);

@@ -41,8 +41,8 @@ describe('batched file writer: chunk release', () => {
     const third = w.add(chunks[3]!); // waits for batch 1, then writes chunks 2 and 3
     await third;
     expect(released).toEqual([0, 1]);
-    w.add(chunks[4]!);
-    w.add(plain);
+    expect(w.add(chunks[4]!)).toBeUndefined();
+    expect(w.add(plain)).toBeUndefined();
     await w.finish();
     expect(released).toEqual([0, 1, 2, 3, 4]);
     await fh.close();
