@@ -254,7 +254,7 @@ export class WalSegmentWriter {
         // The previous segment completed and both segment buffers are taken: wait for room.
         await this.waitForSpace();
         this.throwIfFailed();
-        off = this.place(lsn, data, off, true);
+        off = this.place(lsn, data, off);
         this.kick();
       }
     })();
@@ -263,9 +263,9 @@ export class WalSegmentWriter {
   /**
    * Copies `data[off..]` (WAL from `lsn + off`) into the current segment and the ones after it.
    * Returns where it stopped: `data.length`, or earlier when a new segment is needed and there is
-   * no room for it (unless `roomGranted`: the caller has just waited for it).
+   * no room for it.
    */
-  private place(lsn: Lsn, data: Buffer, off: number, roomGranted = false): number {
+  private place(lsn: Lsn, data: Buffer, off: number): number {
     let pos = lsn + BigInt(off);
     const segSize = BigInt(this.o.segmentSize);
     while (off < data.length) {
@@ -278,8 +278,7 @@ export class WalSegmentWriter {
           );
         }
         // The previous segment completed: open the next one (if there is room).
-        if (!roomGranted && !this.hasSpace()) return off;
-        roomGranted = false;
+        if (!this.hasSpace()) return off;
         seg = this.newSegment(this.timelineValue, pos - (pos % segSize));
         this.current = seg;
       }

@@ -240,7 +240,7 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
     try {
       for (;;) {
         this.checkEnd();
-        const ev = this.cmd.takeBuffered();
+        const ev = this.takeReceived();
         if (ev === undefined) return undefined;
         const out = this.handle(ev);
         if (out !== undefined) return out;
@@ -254,11 +254,8 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
     try {
       for (;;) {
         this.checkEnd();
-        let ev: CommandEvent;
-        if (this.firstEvent) {
-          ev = this.firstEvent;
-          this.firstEvent = undefined;
-        } else {
+        let ev = this.takeReceived();
+        if (ev === undefined) {
           const r = await this.cmd.next();
           if (r.done) break;
           ev = r.value;
@@ -275,6 +272,14 @@ export class WalStream implements AsyncIterable<WalStreamEvent> {
       this.options.signal?.removeEventListener('abort', this.onAbort);
       if (!this.cmd.finished) await this.cmd.return?.();
     }
+  }
+
+  /** The next command event already here: the one START_REPLICATION's answer left, then the buffered ones. */
+  private takeReceived(): CommandEvent | undefined {
+    const first = this.firstEvent;
+    if (first === undefined) return this.cmd.takeBuffered();
+    this.firstEvent = undefined;
+    return first;
   }
 
   /** Stops once the consumer had the xlogdata that reached endLsn (it asks for more after it). */
